@@ -1,0 +1,127 @@
+package oci
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Manifest media types petra-oci copies. Docker schema 2 types are copied byte for
+// byte like the OCI ones; nothing is ever converted.
+const (
+	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+)
+
+// Cosign and Sigstore media types.
+const (
+	MediaTypeCosignSimpleSigning = "application/vnd.dev.cosign.simplesigning.v1+json"
+	MediaTypeDSSEEnvelope        = "application/vnd.dsse.envelope.v1+json"
+	MediaTypeSigstoreBundle03    = "application/vnd.dev.sigstore.bundle.v0.3+json"
+	MediaTypeSPDXJSON            = "application/spdx+json"
+)
+
+// Cosign annotation keys on signature and attestation layers.
+const (
+	AnnotationCosignSignature   = "dev.cosignproject.cosign/signature"
+	AnnotationCosignCertificate = "dev.sigstore.cosign/certificate"
+	AnnotationCosignChain       = "dev.sigstore.cosign/chain"
+	AnnotationCosignBundle      = "dev.sigstore.cosign/bundle"
+	AnnotationCosignPredicate   = "predicateType"
+)
+
+// Annotation keys petra-oci writes on index.json entries of a bundle. Together with the
+// standard ref.name they let unpack route every manifest back to its repository.
+const (
+	// AnnotationRepository is the source repository of the entry, with its registry
+	// host (e.g. "cgr.dev/chainguard/nginx").
+	AnnotationRepository = "dev.petra-oci.repository"
+	// AnnotationTag is the source tag of a root image, when it was packed by tag.
+	AnnotationTag = "dev.petra-oci.tag"
+	// AnnotationKind says what the entry is (see Kind).
+	AnnotationKind = "dev.petra-oci.kind"
+	// AnnotationSubject is the digest an attached manifest belongs to.
+	AnnotationSubject = "dev.petra-oci.subject"
+	// AnnotationContainerdName is the full image name containerd imports by.
+	AnnotationContainerdName = "io.containerd.image.name"
+)
+
+// Kind classifies an index.json entry of a bundle.
+type Kind string
+
+const (
+	KindImage          Kind = "image"           // a root image (index or manifest) packed from a reference
+	KindReferrer       Kind = "referrer"        // an OCI 1.1 referrer (manifest with subject)
+	KindCosignSig      Kind = "cosign-sig"      // cosign tag scheme sha256-<hex>.sig
+	KindCosignAtt      Kind = "cosign-att"      // cosign tag scheme sha256-<hex>.att
+	KindCosignSBOM     Kind = "cosign-sbom"     // cosign tag scheme sha256-<hex>.sbom
+	KindReferrersIndex Kind = "referrers-index" // referrers tag schema index sha256-<hex>, derived
+)
+
+// CosignSuffixes maps each cosign tag-scheme suffix to its kind, in discovery order.
+var CosignSuffixes = []struct {
+	Suffix string
+	Kind   Kind
+}{{".sig", KindCosignSig}, {".att", KindCosignAtt}, {".sbom", KindCosignSBOM}}
+
+// CosignTag returns the cosign tag-scheme tag for d with suffix (".sig", ".att", ".sbom").
+func CosignTag(d digest.Digest, suffix string) string {
+	return ReferrersTag(d) + suffix
+}
+
+// ReferrersTag returns the referrers tag schema tag for d: "<alg>-<hex>".
+func ReferrersTag(d digest.Digest) string {
+	return d.Algorithm().String() + "-" + d.Encoded()
+}
+
+// IsIndex reports whether mediaType is an OCI index or a Docker manifest list.
+func IsIndex(mediaType string) bool {
+	return mediaType == ocispec.MediaTypeImageIndex || mediaType == MediaTypeDockerManifestList
+}
+
+// IsManifest reports whether mediaType is any manifest petra-oci understands
+// (image manifest or index, OCI or Docker).
+func IsManifest(mediaType string) bool {
+	switch mediaType {
+	case ocispec.MediaTypeImageManifest, MediaTypeDockerManifest:
+		return true
+	}
+	return IsIndex(mediaType)
+}
+
+// PlatformString renders p as os/arch[/variant], or "" for nil.
+func PlatformString(p *ocispec.Platform) string {
+	if p == nil {
+		return ""
+	}
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// ParsePlatform parses os/arch[/variant].
+func ParsePlatform(s string) (ocispec.Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return ocispec.Platform{}, fmt.Errorf("%w: platform %q is not os/arch[/variant]", ErrInvalid, s)
+	}
+	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+// PlatformMatches reports whether have satisfies want (variant only compared when
+// want names one).
+func PlatformMatches(have *ocispec.Platform, want ocispec.Platform) bool {
+	if have == nil {
+		return false
+	}
+	return have.OS == want.OS && have.Architecture == want.Architecture &&
+		(want.Variant == "" || have.Variant == want.Variant)
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs the pinned external tools the tests and benchmarks use, into $TOOLS_BIN
+# (default: $(go env GOPATH)/bin). A tool already present at the pinned version is kept,
+# so a warm machine pays nothing. Debian packages (skopeo, umoci) need root and apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS_BIN=${TOOLS_BIN:-$(go env GOPATH)/bin}
+mkdir -p "$TOOLS_BIN"
+export GOBIN=$TOOLS_BIN
+
+ORAS_VERSION=v1.3.6
+CRANE_VERSION=v0.22.1
+REGCTL_VERSION=v0.11.7
+COSIGN_VERSION=v2.6.5
+DISTRIBUTION_VERSION=v3.1.2
+
+log() { printf 'install-tools: %s\n' "$*" >&2; }
+
+# has BIN MODULE VERSION: true when BIN exists and was built from MODULE@VERSION.
+has() {
+	local bin=$TOOLS_BIN/$1
+	[ -x "$bin" ] || return 1
+	go version -m "$bin" 2>/dev/null | awk -v m="$2" -v v="$3" '($1=="mod"||$1=="dep") && $2==m && $3==v {f=1} END {exit !f}'
+}
+
+goinstall() { # name module path version
+	if has "$1" "$2" "$4"; then log "$1 $4 present"; return; fi
+	log "installing $1 $4"
+	go install "$3@$4"
+}
+
+goinstall oras     oras.land/oras                          oras.land/oras/cmd/oras                                        "$ORAS_VERSION" &
+goinstall crane    github.com/google/go-containerregistry   github.com/google/go-containerregistry/cmd/crane               "$CRANE_VERSION" &
+goinstall regctl   github.com/regclient/regclient           github.com/regclient/regclient/cmd/regctl                      "$REGCTL_VERSION" &
+wait
+goinstall registry github.com/distribution/distribution/v3  github.com/distribution/distribution/v3/cmd/registry           "$DISTRIBUTION_VERSION"
+goinstall cosign   github.com/sigstore/cosign/v2            github.com/sigstore/cosign/v2/cmd/cosign                       "$COSIGN_VERSION"
+
+# olareg: 'go install olareg@v0.2.2' is refused by the proxy, so build it from this module,
+# which pins it with a tool directive in go.mod.
+OLAREG_VERSION=$(go list -m -f '{{.Version}}' github.com/olareg/olareg)
+if has olareg github.com/olareg/olareg "$OLAREG_VERSION"; then log "olareg $OLAREG_VERSION present"; else
+	log "building olareg $OLAREG_VERSION"
+	go build -o "$TOOLS_BIN/olareg" github.com/olareg/olareg/cmd/olareg
+fi
+
+if ! command -v skopeo >/dev/null || ! command -v umoci >/dev/null; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		log "installing skopeo and umoci from Debian"
+		apt-get update -qq >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo umoci >/dev/null
+	else
+		log "skopeo/umoci missing and apt-get is not usable: install them by hand"
+	fi
+fi
+log "tools in $TOOLS_BIN"
