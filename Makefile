@@ -1,0 +1,33 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# Pinned external tools (oras, crane, regctl, registry, cosign, olareg) live here.
+GOBIN_DIR := $(shell go env GOPATH)/bin
+export PATH := $(GOBIN_DIR):$(PATH)
+
+TEST_TIMEOUT ?= 30m
+
+.PHONY: build tools test demo bench fips clean
+
+build:
+	go build -o bin/petra-oci ./cmd/petra-oci
+
+tools:
+	scripts/install-tools.sh
+
+test: tools
+	go vet ./...
+	go test -timeout $(TEST_TIMEOUT) ./...
+	@echo "make test: all tests passed"
+
+demo:
+	go run ./cmd/petra-oci demo
+
+bench:
+	bench/run.sh
+
+fips:
+	GOFIPS140=v1.0.0 go build -o bin/petra-oci-fips ./cmd/petra-oci
+
+clean:
+	rm -rf bin .bench
