@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/petra-oci/petra-oci/internal/pack"
+)
+
+func packCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "pack",
+		Usage:     "copy images and everything attached to them from registries into a bundle (an OCI image layout)",
+		ArgsUsage: " ",
+		Description: `Resolves each reference to a digest once, copies the index and every child manifest,
+config and layer byte for byte, and collects recursively what is attached to the index,
+every child and every attachment: OCI 1.1 referrers (API or tag schema) and cosign's
+sha256-<hex>.sig/.att/.sbom tags. Re-running on the same directory skips blobs already there.
+
+Examples:
+  petra-oci pack --image cgr.dev/chainguard/nginx:latest -o bundle
+  petra-oci pack -f images.yaml --platform linux/amd64 -o bundle`,
+		Flags: append([]cli.Flag{
+			&cli.StringSliceFlag{Name: "image", Aliases: []string{"i"}, Usage: "image `REF` to pack (host/path:tag or @digest); repeatable"},
+			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "images `FILE` (YAML: images: [{ref: ..., platforms: [...]}])"},
+			&cli.StringFlag{Name: "dir", Aliases: []string{"o"}, Required: true, Usage: "bundle `DIR` to write (created or added to)"},
+			&cli.StringSliceFlag{Name: "platform", Usage: "keep only this `OS/ARCH[/VARIANT]` of multi-platform images; repeatable"},
+			&cli.StringFlag{Name: "output", Value: "text", Usage: "result format: text or json"},
+		}, registryFlags()...),
+		Action: func(c *cli.Context) error {
+			asJSON, err := wantJSON(c)
+			if err != nil {
+				return err
+			}
+			var images []pack.ImageSpec
+			for _, r := range c.StringSlice("image") {
+				images = append(images, pack.ImageSpec{Ref: r})
+			}
+			if f := c.String("file"); f != "" {
+				more, err := pack.LoadSpecFile(f)
+				if err != nil {
+					return err
+				}
+				images = append(images, more...)
+			}
+			if len(images) == 0 {
+				return cli.Exit("pack: name at least one image with --image or --file", 2)
+			}
+			client, err := registryClient(c)
+			if err != nil {
+				return err
+			}
+			res, err := pack.Pack(c.Context, pack.Options{
+				Images: images, Platforms: c.StringSlice("platform"), Dir: c.String("dir"),
+				Client: client, Concurrency: c.Int("concurrency"), Log: logger(c),
+			})
+			if res != nil {
+				if asJSON {
+					if jerr := writeJSON(c, res); jerr != nil {
+						return jerr
+					}
+				} else {
+					for _, im := range res.Images {
+						fmt.Fprintf(c.App.Writer, "%s\t%s\t%d platforms\t%d attachments\n", im.Source, im.Digest, len(im.Platforms), im.Attachments)
+					}
+					s := res.Stats
+					fmt.Fprintf(c.App.ErrWriter, "packed %d images into %s: %d blobs copied (%d bytes), %d already there, %d manifests written\n",
+						len(res.Images), res.Dir, s.BlobsCopied, s.BytesCopied, s.BlobsExisted, s.Manifests)
+				}
+			}
+			return err
+		},
+	}
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/petra-oci/petra-oci/internal/unpack"
+)
+
+func unpackCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "unpack",
+		Usage:     "push a bundle into a registry with every digest unchanged",
+		ArgsUsage: "DIR",
+		Description: `Pushes blobs, then child manifests, then indexes, then attached manifests and cosign
+tags, then the image tags, so no tag ever points at content that is not all there. The
+destination repository is --to joined with the source path without its registry host:
+cgr.dev/shebash.io/nginx:1.27 with --to reg.internal/mirror lands at
+reg.internal/mirror/shebash.io/nginx:1.27. Registries without the referrers API get the
+referrers tag schema.`,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "to", Required: true, Usage: "destination `HOST[:PORT][/PREFIX]`"},
+			outputFlag(),
+		}, registryFlags()...),
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return cli.Exit("unpack: give exactly one bundle DIR", 2)
+			}
+			asJSON, err := wantJSON(c)
+			if err != nil {
+				return err
+			}
+			client, err := registryClient(c)
+			if err != nil {
+				return err
+			}
+			res, err := unpack.Unpack(c.Context, unpack.Options{
+				Dir: c.Args().First(), To: c.String("to"), Client: client,
+				Concurrency: c.Int("concurrency"), Log: logger(c),
+			})
+			if res != nil {
+				if asJSON {
+					if jerr := writeJSON(c, res); jerr != nil {
+						return jerr
+					}
+				} else {
+					for _, m := range res.Images {
+						fmt.Fprintf(c.App.Writer, "%s -> %s\t%s\t%d attachments\n", m.Source, m.Destination, m.Digest, m.Attachments)
+					}
+					for _, r := range res.Repositories {
+						mode := "referrers tag schema"
+						if r.ReferrersAPI {
+							mode = "referrers API"
+						}
+						fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", r.Name, mode)
+					}
+					s := res.Stats
+					fmt.Fprintf(c.App.ErrWriter, "unpacked %d images: %d blobs uploaded (%d bytes), %d mounted, %d already there, %d manifests pushed\n",
+						len(res.Images), s.BlobsCopied, s.BytesCopied, s.BlobsMounted, s.BlobsExisted, s.Manifests)
+				}
+			}
+			return err
+		},
+	}
+}

@@ -1,0 +1,274 @@
+// Package graphcopy copies manifest graphs (index → manifests → config and layers)
+// between content stores, children before parents, so a manifest only ever appears in
+// the destination after everything it points to. Blobs are streamed, verified while
+// read, copied at most once per destination even when several graphs share them, and
+// transferred with bounded concurrency.
+package graphcopy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/petra-oci/petra-oci/oci"
+)
+
+// Source is where content is read from; every read is verified against its descriptor.
+type Source interface {
+	Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
+}
+
+// Target is where content is written.
+type Target interface {
+	Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error)
+	Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error
+}
+
+// Mounter is a Target that can mount a blob from another repository of its registry.
+type Mounter interface {
+	Mount(ctx context.Context, desc ocispec.Descriptor, fromRepo string, getContent func() (io.ReadCloser, error)) error
+}
+
+// Options configure a Copier. The zero value copies everything with 4 blob transfers
+// at once.
+type Options struct {
+	// Concurrency bounds blob transfers in flight; <= 0 means 4.
+	Concurrency int
+	// MountFrom names repositories of the target's registry that may already hold the
+	// blob; they are tried with a cross-repository mount before uploading.
+	MountFrom func(desc ocispec.Descriptor) []string
+	// OnBlob is told about every blob once it is in the target (copied, mounted or
+	// already there).
+	OnBlob func(desc ocispec.Descriptor, how How)
+}
+
+// How says how a blob came to be in the target.
+type How int
+
+const (
+	Copied How = iota
+	Existed
+	Mounted // a cross-repository mount was asked for (the registry may have taken an upload instead)
+)
+
+// Node is a manifest of a copied graph.
+type Node struct {
+	Descriptor ocispec.Descriptor
+	Manifest   *oci.Manifest
+	// Parent is the index the node was reached through, or nil for the root.
+	Parent *ocispec.Descriptor
+}
+
+// Stats count what a Copier did.
+type Stats struct {
+	BlobsCopied, BlobsExisted, BlobsMounted, Manifests int64
+	BytesCopied                                        int64
+}
+
+// Copier copies graphs into one target.
+type Copier struct {
+	dst  Target
+	opts Options
+	sem  chan struct{}
+
+	mu       sync.Mutex
+	inflight map[digest.Digest]*call
+
+	blobsCopied, blobsExisted, blobsMounted, manifests, bytesCopied atomic.Int64
+}
+
+type call struct {
+	done chan struct{}
+	err  error
+}
+
+// New returns a Copier into dst.
+func New(dst Target, opts Options) *Copier {
+	n := opts.Concurrency
+	if n <= 0 {
+		n = 4
+	}
+	return &Copier{dst: dst, opts: opts, sem: make(chan struct{}, n), inflight: map[digest.Digest]*call{}}
+}
+
+// Stats returns the counts so far.
+func (c *Copier) Stats() Stats {
+	return Stats{
+		BlobsCopied: c.blobsCopied.Load(), BlobsExisted: c.blobsExisted.Load(), BlobsMounted: c.blobsMounted.Load(),
+		Manifests: c.manifests.Load(), BytesCopied: c.bytesCopied.Load(),
+	}
+}
+
+// Copy copies the graph rooted at root from src and returns its manifests, root first,
+// then the index children that were included. include decides which children of an
+// index are copied; nil keeps all. Manifests are always read and walked,
+// even when already in the target, so an interrupted copy is completed on re-run.
+func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, include func(child ocispec.Descriptor) bool) ([]Node, error) {
+	var mu sync.Mutex
+	var nodes []Node
+	err := c.copyManifest(ctx, src, root, nil, include, func(n Node) {
+		mu.Lock()
+		nodes = append(nodes, n)
+		mu.Unlock()
+	})
+	if err != nil {
+		return nil, err
+	}
+	// root first, children in index order
+	out := make([]Node, 0, len(nodes))
+	for _, n := range nodes {
+		if n.Parent == nil {
+			out = append(out, n)
+		}
+	}
+	for _, n := range nodes {
+		if n.Parent != nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Descriptor, parent *ocispec.Descriptor, include func(ocispec.Descriptor) bool, visit func(Node)) error {
+	if !oci.IsManifest(desc.MediaType) {
+		return fmt.Errorf("%w: %s has media type %q, not a manifest", oci.ErrUnsupported, desc.Digest, desc.MediaType)
+	}
+	rc, err := src.Fetch(ctx, desc)
+	if err != nil {
+		return fmt.Errorf("fetching manifest %s: %w", desc.Digest, err)
+	}
+	b, err := oci.ReadAllVerified(rc, desc, oci.MaxManifestBytes)
+	if err != nil {
+		return fmt.Errorf("reading manifest %s: %w", desc.Digest, err)
+	}
+	m, err := oci.ParseManifest(desc, b)
+	if err != nil {
+		return err
+	}
+	visit(Node{Descriptor: desc, Manifest: m, Parent: parent})
+
+	g, gctx := errgroup.WithContext(ctx)
+	if oci.IsIndex(desc.MediaType) {
+		for _, child := range m.Manifests {
+			if include != nil && !include(child) {
+				continue
+			}
+			g.Go(func() error {
+				if oci.IsManifest(child.MediaType) {
+					return c.copyManifest(gctx, src, child, &desc, include, visit)
+				}
+				return c.copyBlob(gctx, src, child)
+			})
+		}
+	} else {
+		for _, child := range m.Children() {
+			g.Go(func() error { return c.copyBlob(gctx, src, child) })
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if ok, err := c.dst.Exists(ctx, desc); err != nil {
+		return fmt.Errorf("checking manifest %s in target: %w", desc.Digest, err)
+	} else if ok {
+		return nil
+	}
+	if err := c.dst.Push(ctx, desc, bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("writing manifest %s: %w", desc.Digest, err)
+	}
+	c.manifests.Add(1)
+	return nil
+}
+
+// copyBlob copies one blob once per Copier; concurrent callers for the same digest
+// wait for the first.
+func (c *Copier) copyBlob(ctx context.Context, src Source, desc ocispec.Descriptor) error {
+	if err := oci.ValidateDescriptor(desc); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if cl, ok := c.inflight[desc.Digest]; ok {
+		c.mu.Unlock()
+		select {
+		case <-cl.done:
+			return cl.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	cl := &call{done: make(chan struct{})}
+	c.inflight[desc.Digest] = cl
+	c.mu.Unlock()
+
+	cl.err = c.transfer(ctx, src, desc)
+	if cl.err != nil {
+		// a failed transfer may be retried by a later call
+		c.mu.Lock()
+		delete(c.inflight, desc.Digest)
+		c.mu.Unlock()
+	}
+	close(cl.done)
+	return cl.err
+}
+
+func (c *Copier) transfer(ctx context.Context, src Source, desc ocispec.Descriptor) error {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.sem }()
+
+	ok, err := c.dst.Exists(ctx, desc)
+	if err != nil {
+		return fmt.Errorf("checking blob %s in target: %w", desc.Digest, err)
+	}
+	if ok {
+		c.blobsExisted.Add(1)
+		c.report(desc, Existed)
+		return nil
+	}
+	if m, ok := c.dst.(Mounter); ok && c.opts.MountFrom != nil {
+		getContent := func() (io.ReadCloser, error) {
+			rc, err := src.Fetch(ctx, desc)
+			if err != nil {
+				return nil, err
+			}
+			return oci.NewVerifiedReader(rc, desc), nil
+		}
+		for _, from := range c.opts.MountFrom(desc) {
+			// A registry that declines the mount gets the upload from src (never from
+			// the other repository) within the same call.
+			if err := m.Mount(ctx, desc, from, getContent); err == nil {
+				c.blobsMounted.Add(1)
+				c.report(desc, Mounted)
+				return nil
+			}
+		}
+	}
+	rc, err := src.Fetch(ctx, desc)
+	if err != nil {
+		return fmt.Errorf("fetching blob %s: %w", desc.Digest, err)
+	}
+	defer rc.Close()
+	if err := c.dst.Push(ctx, desc, oci.NewVerifiedReader(rc, desc)); err != nil {
+		return fmt.Errorf("writing blob %s: %w", desc.Digest, err)
+	}
+	c.blobsCopied.Add(1)
+	c.bytesCopied.Add(desc.Size)
+	c.report(desc, Copied)
+	return nil
+}
+
+func (c *Copier) report(desc ocispec.Descriptor, how How) {
+	if c.opts.OnBlob != nil {
+		c.opts.OnBlob(desc, how)
+	}
+}

@@ -1,0 +1,354 @@
+// Package pack copies images and everything attached to them from registries into a
+// bundle (an OCI image layout): each reference is resolved to a digest once; the index
+// and every included child manifest, config and layer are copied byte for byte; OCI
+// referrers and cosign tag-scheme artifacts are collected recursively for the index,
+// every child and every attachment; index.json lists every root image and every
+// attached manifest, plus a referrers tag schema index per subject.
+package pack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	orasremote "oras.land/oras-go/v2/registry/remote"
+
+	"github.com/petra-oci/petra-oci/internal/graphcopy"
+	"github.com/petra-oci/petra-oci/internal/remote"
+	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/referrers"
+)
+
+// Options configure Pack. Zero values: no platform filter, 4 blob transfers and 2
+// images at once, a discarding logger.
+type Options struct {
+	// Images to pack.
+	Images []ImageSpec
+	// Platforms applies to images whose spec names none.
+	Platforms []string
+	// Dir is the bundle directory; an existing bundle is added to, and blobs already
+	// there are not copied again.
+	Dir string
+	// Client opens source repositories.
+	Client *remote.Client
+	// Concurrency bounds blob transfers in flight.
+	Concurrency int
+	// ImageConcurrency bounds images worked on at once.
+	ImageConcurrency int
+	// Log receives progress (never results).
+	Log *slog.Logger
+}
+
+// Image is one packed image.
+type Image struct {
+	Source      string        `json:"source"`
+	Repository  string        `json:"repository"`
+	Tag         string        `json:"tag,omitempty"`
+	Digest      digest.Digest `json:"digest"`
+	MediaType   string        `json:"mediaType"`
+	Platforms   []string      `json:"platforms,omitempty"`
+	Attachments int           `json:"attachments"`
+}
+
+// Result is what Pack did.
+type Result struct {
+	Dir    string          `json:"dir"`
+	Images []Image         `json:"images"`
+	Stats  graphcopy.Stats `json:"stats"`
+}
+
+type target struct {
+	spec      ImageSpec
+	ref       string // repository reference (host/path)
+	tag       string
+	digest    string
+	platforms []ocispec.Platform
+}
+
+// Pack copies opts.Images into the bundle at opts.Dir. Every image is attempted; the
+// error joins every failure, and the bundle's index lists the images that succeeded.
+func Pack(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Client == nil {
+		return nil, errors.New("pack: no registry client")
+	}
+	if len(opts.Images) == 0 {
+		return nil, fmt.Errorf("%w: no images to pack", oci.ErrInvalid)
+	}
+	targets, err := parseTargets(opts)
+	if err != nil {
+		return nil, err
+	}
+	l, err := layout.Create(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	oldIdx, err := l.ReadIndex()
+	if err != nil {
+		return nil, err
+	}
+	old, err := layout.ParseEntries(oldIdx)
+	if err != nil {
+		return nil, fmt.Errorf("existing bundle %s: %w", opts.Dir, err)
+	}
+
+	copier := graphcopy.New(l, graphcopy.Options{Concurrency: opts.Concurrency})
+	limit := opts.ImageConcurrency
+	if limit <= 0 {
+		limit = 2
+	}
+	var (
+		mu      sync.Mutex
+		entries []layout.Entry
+		images  = make([]*Image, len(targets))
+		errs    = make([]error, len(targets))
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(limit)
+	for i, t := range targets {
+		g.Go(func() error {
+			img, es, err := packOne(gctx, opts, copier, l, t)
+			if err != nil {
+				errs[i] = fmt.Errorf("packing %s: %w", t.spec.Ref, err)
+				opts.Log.Error("pack failed", "image", t.spec.Ref, "error", err)
+				return nil
+			}
+			mu.Lock()
+			entries = append(entries, es...)
+			mu.Unlock()
+			images[i] = img
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	merged := layout.Merge(old, entries)
+	idxEntries, err := referrersIndexes(ctx, l, merged)
+	if err != nil {
+		return nil, err
+	}
+	descs := make([]ocispec.Descriptor, 0, len(merged)+len(idxEntries))
+	for _, e := range append(merged, idxEntries...) {
+		descs = append(descs, e.IndexDescriptor())
+	}
+	if err := l.WriteIndex(layout.NewIndex(descs)); err != nil {
+		return nil, err
+	}
+	res := &Result{Dir: opts.Dir, Stats: copier.Stats()}
+	for _, im := range images {
+		if im != nil {
+			res.Images = append(res.Images, *im)
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+func parseTargets(opts Options) ([]target, error) {
+	var out []target
+	for _, spec := range opts.Images {
+		ref, err := remote.ParseReference(spec.Ref)
+		if err != nil {
+			return nil, err
+		}
+		t := target{spec: spec, ref: ref.Registry + "/" + ref.Repository}
+		if d, err := ref.Digest(); err == nil {
+			t.digest = d.String()
+		} else if ref.Reference != "" {
+			t.tag = ref.Reference
+		} else {
+			t.tag = "latest"
+		}
+		// host/path:tag@digest: keep the tag as the name, pin the digest
+		if t.digest != "" {
+			if tag, _, ok := cutTag(spec.Ref); ok {
+				t.tag = tag
+			}
+		}
+		plats := spec.Platforms
+		if len(plats) == 0 {
+			plats = opts.Platforms
+		}
+		for _, p := range plats {
+			pp, err := oci.ParsePlatform(p)
+			if err != nil {
+				return nil, fmt.Errorf("image %s: %w", spec.Ref, err)
+			}
+			t.platforms = append(t.platforms, pp)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// cutTag returns the tag of "host/path:tag@digest".
+func cutTag(s string) (string, string, bool) {
+	at := -1
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '@' {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		return "", "", false
+	}
+	name := s[:at]
+	for i := len(name) - 1; i >= 0 && name[i] != '/'; i-- {
+		if name[i] == ':' {
+			return name[i+1:], name[:i], true
+		}
+	}
+	return "", "", false
+}
+
+func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *layout.Layout, t target) (*Image, []layout.Entry, error) {
+	ref, _ := remote.ParseReference(t.ref)
+	repo, err := opts.Client.Repository(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	pin := t.digest
+	if pin == "" {
+		pin = t.tag
+	}
+	root, err := repo.Resolve(ctx, pin)
+	if err != nil {
+		return nil, nil, fmt.Errorf("resolving %s:%s: %w", t.ref, pin, err)
+	}
+	if t.digest != "" && root.Digest.String() != t.digest {
+		return nil, nil, fmt.Errorf("%w: registry answered %s for %s@%s", oci.ErrDigestMismatch, root.Digest, t.ref, t.digest)
+	}
+	opts.Log.Info("packing", "image", t.spec.Ref, "digest", root.Digest)
+
+	var include func(ocispec.Descriptor) bool
+	if len(t.platforms) > 0 {
+		include = func(child ocispec.Descriptor) bool {
+			for _, p := range t.platforms {
+				if oci.PlatformMatches(child.Platform, p) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	nodes, err := copier.Copy(ctx, repo, root, include)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(t.platforms) > 0 && oci.IsIndex(root.MediaType) && len(nodes) == 1 {
+		return nil, nil, fmt.Errorf("%w: %s has no child for platforms %v", oci.ErrNotFound, t.spec.Ref, t.spec.Platforms)
+	}
+	img := &Image{Source: t.spec.Ref, Repository: t.ref, Tag: t.tag, Digest: root.Digest, MediaType: root.MediaType}
+	rootDesc := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
+	entries := []layout.Entry{layout.ImageEntry(rootDesc, t.ref, t.tag)}
+	for _, n := range nodes[1:] {
+		if n.Descriptor.Platform != nil {
+			img.Platforms = append(img.Platforms, oci.PlatformString(n.Descriptor.Platform))
+		}
+	}
+
+	atts, err := collectAttachments(ctx, copier, repo, nodes)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, a := range atts {
+		entries = append(entries, layout.AttachmentEntry(a.Descriptor, a.Kind, t.ref, a.Tag, a.Subject))
+	}
+	img.Attachments = len(atts)
+	opts.Log.Info("packed", "image", t.spec.Ref, "digest", root.Digest, "platforms", len(img.Platforms), "attachments", len(atts))
+	return img, entries, nil
+}
+
+// collectAttachments discovers and copies everything attached to nodes, and to what is
+// attached to them, breadth first. Referrer descriptors get the artifactType and
+// annotations of their manifest.
+func collectAttachments(ctx context.Context, copier *graphcopy.Copier, repo *orasremote.Repository, nodes []graphcopy.Node) ([]referrers.Attachment, error) {
+	seen := map[digest.Digest]bool{}
+	var queue []ocispec.Descriptor
+	for _, n := range nodes {
+		seen[n.Descriptor.Digest] = true
+		queue = append(queue, n.Descriptor)
+	}
+	var out []referrers.Attachment
+	for len(queue) > 0 {
+		subject := queue[0]
+		queue = queue[1:]
+		atts, err := referrers.Discover(ctx, repo, subject)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range atts {
+			anodes, err := copier.Copy(ctx, repo, a.Descriptor, nil)
+			if err != nil {
+				return nil, fmt.Errorf("copying %s %s of %s: %w", a.Kind, a.Descriptor.Digest, a.Subject, err)
+			}
+			if a.Kind == oci.KindReferrer {
+				a.Descriptor = referrers.Descriptor(a.Descriptor, anodes[0].Manifest)
+			} else {
+				a.Descriptor = ocispec.Descriptor{MediaType: a.Descriptor.MediaType, Digest: a.Descriptor.Digest, Size: a.Descriptor.Size}
+			}
+			out = append(out, a)
+			if !seen[a.Descriptor.Digest] {
+				seen[a.Descriptor.Digest] = true
+				queue = append(queue, a.Descriptor)
+			}
+		}
+	}
+	return out, nil
+}
+
+// referrersIndexes writes a referrers tag schema index for every subject that has
+// referrers in entries and returns their entries.
+func referrersIndexes(ctx context.Context, l *layout.Layout, entries []layout.Entry) ([]layout.Entry, error) {
+	// One index per subject digest (tags are unique in a layout), merged across
+	// repositories that hold the same subject.
+	groups := map[digest.Digest][]ocispec.Descriptor{}
+	repoOf := map[digest.Digest]string{}
+	var order []digest.Digest
+	for _, e := range entries {
+		if e.Kind != oci.KindReferrer {
+			continue
+		}
+		if _, ok := groups[e.Subject]; !ok {
+			order = append(order, e.Subject)
+			repoOf[e.Subject] = e.Repository
+		}
+		if !containsDigest(groups[e.Subject], e.Descriptor.Digest) {
+			groups[e.Subject] = append(groups[e.Subject], e.Descriptor)
+		}
+	}
+	var out []layout.Entry
+	for _, s := range order {
+		b, err := referrers.Index(groups[s])
+		if err != nil {
+			return nil, fmt.Errorf("building referrers index of %s: %w", s, err)
+		}
+		desc, err := l.PushBytes(ctx, ocispec.MediaTypeImageIndex, b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, layout.AttachmentEntry(desc, oci.KindReferrersIndex, repoOf[s], oci.ReferrersTag(s), s))
+	}
+	return out, nil
+}
+
+func containsDigest(ds []ocispec.Descriptor, d digest.Digest) bool {
+	for _, x := range ds {
+		if x.Digest == d {
+			return true
+		}
+	}
+	return false
+}

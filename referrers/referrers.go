@@ -1,0 +1,165 @@
+// Package referrers works on the subject graph: what is attached to a manifest. It
+// discovers attachments in a registry (OCI 1.1 referrers through the API or the
+// referrers tag schema, and cosign's tag scheme sha256-<hex>.sig/.att/.sbom), builds
+// the referrers tag schema index a layout carries for tools that look there, and walks
+// the attachments of a layout's entries.
+package referrers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/petra-oci/petra-oci/oci"
+)
+
+// Attachment is a manifest attached to a subject.
+type Attachment struct {
+	// Subject is the digest the attachment belongs to.
+	Subject digest.Digest
+	// Descriptor is the attached manifest. For referrers it carries the artifactType
+	// and annotations the registry reported.
+	Descriptor ocispec.Descriptor
+	// Kind is how it is attached: an OCI referrer or one of cosign's tags.
+	Kind oci.Kind
+	// Tag is the cosign tag (sha256-<hex>.sig ...) for tag-scheme attachments.
+	Tag string
+}
+
+// Source is what discovery needs from a registry repository.
+type Source interface {
+	Resolve(ctx context.Context, reference string) (ocispec.Descriptor, error)
+	Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error
+}
+
+// Discover lists what is attached directly to subject in src: its OCI referrers (the
+// registry's API, or the tag schema when it has none; oras-go decides per registry)
+// and the cosign tag-scheme manifests. The result is in a stable order.
+func Discover(ctx context.Context, src Source, subject ocispec.Descriptor) ([]Attachment, error) {
+	var out []Attachment
+	err := src.Referrers(ctx, subject, "", func(page []ocispec.Descriptor) error {
+		for _, d := range page {
+			if err := oci.ValidateDescriptor(d); err != nil {
+				return fmt.Errorf("referrer of %s: %w", subject.Digest, err)
+			}
+			if !oci.IsManifest(d.MediaType) {
+				return fmt.Errorf("%w: referrer %s of %s has media type %q", oci.ErrInvalid, d.Digest, subject.Digest, d.MediaType)
+			}
+			out = append(out, Attachment{Subject: subject.Digest, Descriptor: d, Kind: oci.KindReferrer})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
+		return nil, fmt.Errorf("listing referrers of %s: %w", subject.Digest, err)
+	}
+	for _, s := range oci.CosignSuffixes {
+		tag := oci.CosignTag(subject.Digest, s.Suffix)
+		d, err := src.Resolve(ctx, tag)
+		if errors.Is(err, errdef.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("resolving cosign tag %s: %w", tag, err)
+		}
+		if err := oci.ValidateDescriptor(d); err != nil {
+			return nil, fmt.Errorf("cosign tag %s: %w", tag, err)
+		}
+		out = append(out, Attachment{Subject: subject.Digest, Descriptor: d, Kind: s.Kind, Tag: tag})
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind < out[j].Kind
+		}
+		return out[i].Descriptor.Digest < out[j].Descriptor.Digest
+	})
+	return dedupe(out), nil
+}
+
+func dedupe(in []Attachment) []Attachment {
+	seen := map[string]bool{}
+	out := in[:0]
+	for _, a := range in {
+		k := string(a.Kind) + a.Tag + a.Descriptor.Digest.String()
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Probe asks repo whether its registry serves the OCI 1.1 referrers API and records the
+// answer on repo, so later pushes of manifests with a subject either rely on the API or
+// maintain the referrers tag schema index. The repository must exist.
+func Probe(ctx context.Context, repo *remote.Repository) (bool, error) {
+	scheme := "https"
+	if repo.PlainHTTP {
+		scheme = "http"
+	}
+	zero := digest.NewDigestFromEncoded(digest.SHA256, "0000000000000000000000000000000000000000000000000000000000000000")
+	url := fmt.Sprintf("%s://%s/v2/%s/referrers/%s", scheme, repo.Reference.Host(), repo.Reference.Repository, zero)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err
+	}
+	client := repo.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("probing referrers API of %s: %w", repo.Reference.Host(), err)
+	}
+	defer resp.Body.Close()
+	var supported bool
+	switch resp.StatusCode {
+	case http.StatusOK:
+		supported = resp.Header.Get("Content-Type") == ocispec.MediaTypeImageIndex
+	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusBadRequest:
+		supported = false
+	default:
+		return false, fmt.Errorf("probing referrers API of %s: HTTP %d", repo.Reference.Host(), resp.StatusCode)
+	}
+	if err := repo.SetReferrersCapability(supported); err != nil && !errors.Is(err, remote.ErrReferrersCapabilityAlreadySet) {
+		return false, err
+	}
+	return supported, nil
+}
+
+// Index builds the referrers tag schema index for a subject: an OCI image index whose
+// manifests are the referrer descriptors (with artifactType and annotations), as a
+// registry's referrers API would answer. Layouts carry it under the tag sha256-<hex> so
+// that tools reading the tag schema (regctl) find the referrers that tools scanning
+// index.json (oras) find too.
+func Index(referrers []ocispec.Descriptor) ([]byte, error) {
+	ms := append([]ocispec.Descriptor(nil), referrers...)
+	sort.SliceStable(ms, func(i, j int) bool { return ms[i].Digest < ms[j].Digest })
+	idx := ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: ms,
+	}
+	return json.Marshal(idx)
+}
+
+// Descriptor returns the descriptor a referrers listing shows for a referrer manifest:
+// media type, digest, size, artifactType (artifactType field or config media type) and
+// the manifest's annotations.
+func Descriptor(desc ocispec.Descriptor, m *oci.Manifest) ocispec.Descriptor {
+	return ocispec.Descriptor{
+		MediaType:    desc.MediaType,
+		Digest:       desc.Digest,
+		Size:         desc.Size,
+		ArtifactType: m.Type(),
+		Annotations:  m.Annotations,
+	}
+}
