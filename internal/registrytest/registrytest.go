@@ -94,7 +94,7 @@ func Start(t testing.TB, k Kind) *Registry {
 				"--addr", "127.0.0.1", "--port", strconv.Itoa(port),
 				"--dir", r.Dir,
 				"--api-delete", "--api-blob-delete",
-				"-v", "warn"), nil
+				"-v", "info"), nil
 		})
 	case Distribution:
 		bin := ToolPath(t, "registry")
@@ -117,7 +117,8 @@ func Start(t testing.TB, k Kind) *Registry {
 func distributionConfig(dir string, port int) string {
 	return fmt.Sprintf(`version: 0.1
 log:
-  level: error
+  level: info
+  formatter: text
   accesslog:
     disabled: true
 storage:
@@ -420,20 +421,33 @@ var goPath = sync.OnceValue(func() string {
 	return build.Default.GOPATH
 })
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
+// maxLogBytes bounds the registry log kept for a failing test: the newest bytes win.
+const maxLogBytes = 1 << 20
+
+// syncBuffer is a log buffer safe for concurrent writers and readers that keeps
+// (about) the last maxLogBytes written.
 type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	dropped int64
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.buf.Len()+len(p) > maxLogBytes {
+		drop := min(b.buf.Len(), b.buf.Len()+len(p)-maxLogBytes/2)
+		b.buf.Next(drop)
+		b.dropped += int64(drop)
+	}
 	return b.buf.Write(p)
 }
 
 func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.dropped > 0 {
+		return fmt.Sprintf("[%d earlier bytes dropped]\n%s", b.dropped, b.buf.String())
+	}
 	return b.buf.String()
 }
