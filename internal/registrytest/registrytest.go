@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry/remote"
 )
 
@@ -276,13 +277,15 @@ func (r *Registry) Repository(t testing.TB, repo string) *remote.Repository {
 
 // Catalog returns the sorted repository names the registry holds.
 //
-// InProcess and Distribution answer GET /v2/_catalog (followed across pages).
-// InProcess lists a repository once a manifest was pushed to it; Distribution
-// once anything (a blob upload, a layer link or a manifest) was written to it.
-// Olareg v0.2.2 has no catalog endpoint; its storage is one OCI layout per
+// InProcess and Distribution answer GET /v2/_catalog (followed across pages);
+// both list a repository once a manifest was pushed to it (a blob alone does not
+// count). Olareg v0.2.2 has no catalog endpoint; its storage is one OCI layout per
 // repository, so Catalog lists the directories under r.Dir that olareg created
 // as repositories (they hold index.json and oci-layout). Olareg creates one on the
-// first write of any kind (blob upload or manifest) to the repository.
+// first write of any kind, a blob upload included.
+//
+// To prove a registry received nothing, check that both Catalog and StoredBlobs
+// are empty.
 func (r *Registry) Catalog(t testing.TB) []string {
 	t.Helper()
 	var (
@@ -375,6 +378,56 @@ func olaregRepositories(root string) ([]string, error) {
 		return nil, fmt.Errorf("listing olareg storage %s: %w", root, err)
 	}
 	return repos, nil
+}
+
+// StoredBlobs returns the sorted, distinct digests of the blobs in the registry's
+// storage, whatever repository they were pushed to. For Distribution and Olareg
+// this includes manifests (they store manifests as blobs); InProcess keeps
+// manifests in memory, so it lists layers and configs only.
+func (r *Registry) StoredBlobs(t testing.TB) []digest.Digest {
+	t.Helper()
+	seen := map[digest.Digest]bool{}
+	err := filepath.WalkDir(r.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(r.Dir, path)
+		if err != nil {
+			return err
+		}
+		el := strings.Split(filepath.ToSlash(rel), "/")
+		var dg digest.Digest
+		switch r.Kind {
+		case InProcess: // <alg>/<hex>
+			if len(el) == 2 {
+				dg = digest.NewDigestFromEncoded(digest.Algorithm(el[0]), el[1])
+			}
+		case Distribution: // docker/registry/v2/blobs/<alg>/<xx>/<hex>/data
+			if n := len(el); n >= 4 && el[n-1] == "data" && slices.Contains(el, "blobs") {
+				dg = digest.NewDigestFromEncoded(digest.Algorithm(el[n-4]), el[n-2])
+			}
+		case Olareg: // <repo...>/blobs/<alg>/<hex>
+			if n := len(el); n >= 3 && el[n-3] == "blobs" {
+				dg = digest.NewDigestFromEncoded(digest.Algorithm(el[n-2]), el[n-1])
+			}
+		}
+		if dg != "" && dg.Validate() == nil {
+			seen[dg] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("registrytest: listing the blobs of %s registry %s: %v", r.Kind, r.Host, err)
+	}
+	out := make([]digest.Digest, 0, len(seen))
+	for d := range seen {
+		out = append(out, d)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func isFile(path string) bool {

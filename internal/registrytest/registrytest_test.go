@@ -28,6 +28,9 @@ func TestRegistries(t *testing.T) {
 			if got := r.Catalog(t); len(got) != 0 {
 				t.Fatalf("fresh registry catalog = %v, want empty", got)
 			}
+			if got := r.StoredBlobs(t); len(got) != 0 {
+				t.Fatalf("fresh registry stores blobs %v", got)
+			}
 
 			repo := r.Repository(t, "petra/test")
 			cfg := ocispec.DescriptorEmptyJSON
@@ -56,6 +59,14 @@ func TestRegistries(t *testing.T) {
 			}
 			if got := r.Catalog(t); !slices.Equal(got, []string{"petra/test"}) {
 				t.Fatalf("catalog = %v, want [petra/test]", got)
+			}
+			wantBlobs := []digest.Digest{cfg.Digest}
+			if k != InProcess { // manifests are blobs too
+				wantBlobs = append(wantBlobs, m.Digest)
+			}
+			slices.Sort(wantBlobs)
+			if got := r.StoredBlobs(t); !slices.Equal(got, wantBlobs) {
+				t.Fatalf("stored blobs = %v, want %v", got, wantBlobs)
 			}
 
 			// The referrers API: served by inprocess and olareg, not by distribution.
