@@ -1,0 +1,593 @@
+package layout
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/petra-oci/petra-oci/oci"
+)
+
+// Sentinel errors of bundle verification. VerifyFiles wraps each in a *FileError naming
+// the path; callers test with errors.Is.
+var (
+	// ErrMetadataInvalid marks a metadata manifest that breaks the format.
+	ErrMetadataInvalid = errors.New("invalid bundle metadata")
+	// ErrFileChanged marks a file whose size or SHA-256 differs from the metadata.
+	ErrFileChanged = errors.New("file changed")
+	// ErrFileMissing marks a file the metadata lists that is not in the bundle.
+	ErrFileMissing = errors.New("file missing")
+	// ErrFileExtra marks a file or directory in the bundle that the metadata does not
+	// describe.
+	ErrFileExtra = errors.New("extra file")
+	// ErrUnsafeFile marks a symlink, device, FIFO, socket or anything else that is not
+	// a regular file or a directory, a root that is not a real directory, or a file
+	// swapped while it was being verified.
+	ErrUnsafeFile = errors.New("unsafe file")
+	// ErrBlobDigest marks a blob whose content does not hash to its name, or a file
+	// under blobs/ whose name is not a digest.
+	ErrBlobDigest = errors.New("blob does not match its name")
+	// ErrNotCovered marks an index.json entry, a blob reachable from it, or a packed
+	// image that the metadata does not list.
+	ErrNotCovered = errors.New("not covered by the metadata")
+)
+
+// FileError is a verification failure about one path of the bundle.
+type FileError struct {
+	// Path is slash-separated and relative to the bundle root ("." is the root).
+	Path string
+	// Kind is one of the sentinel errors above.
+	Kind error
+	// Detail says what was found.
+	Detail string
+	// Err is the underlying cause, if any.
+	Err error
+}
+
+func (e *FileError) Error() string {
+	s := e.Path + ": " + e.Kind.Error()
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the kind and the cause.
+func (e *FileError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Kind}
+	}
+	return []error{e.Kind, e.Err}
+}
+
+// VerifyOptions configure VerifyFiles. The zero value hashes GOMAXPROCS files at once.
+type VerifyOptions struct {
+	// Workers bounds the files hashed at once; <= 0 means GOMAXPROCS.
+	Workers int
+}
+
+// VerifyReport is what VerifyFiles checked.
+type VerifyReport struct {
+	// Files and Bytes are the files hashed and their total size.
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"`
+	// Blobs is how many of the files are blobs checked against their name.
+	Blobs int `json:"blobs"`
+	// IndexEntries and Manifests are the index.json entries and the manifests reachable
+	// from them that were checked for coverage.
+	IndexEntries int `json:"indexEntries"`
+	Manifests    int `json:"manifests"`
+	// Workers is how many files were hashed at once.
+	Workers int `json:"workers"`
+	// Duration is the wall time of the verification.
+	Duration time.Duration `json:"duration"`
+}
+
+// VerifyFiles checks the bundle directory dir against m, which the caller has parsed
+// from metadata.json bytes whose signature it verified. It fails on the first problem,
+// with a *FileError wrapping ErrFileChanged, ErrFileMissing, ErrFileExtra,
+// ErrUnsafeFile, ErrBlobDigest or ErrNotCovered (or ErrMetadataInvalid when m breaks
+// the format). It walks the tree first without following any symlink, then streams every
+// file through SHA-256 in parallel, then walks index.json and the manifests it reaches.
+// Nothing is allocated from a size in m.
+func VerifyFiles(ctx context.Context, dir string, m *Metadata, opts VerifyOptions) (*VerifyReport, error) {
+	start := time.Now()
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	want := make(map[string]*File, len(m.Files))
+	for i := range m.Files {
+		want[m.Files[i].Path] = &m.Files[i]
+	}
+	t, err := openTree(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	jobs, err := t.scan(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	files, workers, err := t.hash(ctx, jobs, opts.Workers)
+	if err != nil {
+		return nil, err
+	}
+	rep := &VerifyReport{Files: len(files), Workers: workers}
+	for _, j := range jobs {
+		rep.Bytes += j.info.Size()
+		if j.blob != "" {
+			rep.Blobs++
+		}
+	}
+	rep.IndexEntries, rep.Manifests, err = t.coverage(ctx, want, m.Images)
+	if err != nil {
+		return nil, err
+	}
+	rep.Duration = time.Since(start)
+	return rep, nil
+}
+
+// tree is a bundle directory opened for verification. All access goes through root, so
+// nothing outside the directory is ever opened.
+type tree struct {
+	root *os.Root
+	dir  string
+}
+
+func openTree(dir string) (*tree, error) {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return nil, &FileError{Path: ".", Kind: ErrUnsafeFile, Detail: dir + " is a " + fileType(fi.Mode()) + ", not a directory"}
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	rfi, err := root.Stat(".")
+	if err != nil || !os.SameFile(fi, rfi) {
+		root.Close()
+		return nil, &FileError{Path: ".", Kind: ErrUnsafeFile, Detail: dir + " was replaced while being opened", Err: err}
+	}
+	return &tree{root: root, dir: dir}, nil
+}
+
+func (t *tree) close() { t.root.Close() }
+
+// job is a regular file found by scan.
+type job struct {
+	rel  string
+	info fs.FileInfo // from the walk (lstat)
+	want *File       // nil when building metadata
+	blob digest.Digest
+}
+
+// fixedDirs may exist even when they hold no listed file.
+var fixedDirs = map[string]bool{BlobsDir: true, BlobsDir + "/" + string(digest.SHA256): true, PetraDir: true}
+
+// scan walks the tree without following symlinks and returns its regular files other
+// than the metadata and its signature. With want (verification) it refuses anything
+// not listed and reports listed files that are missing; without (building), it refuses
+// the ingest folder and empty directories.
+func (t *tree) scan(ctx context.Context, want map[string]*File) ([]job, error) {
+	allowedDirs := map[string]bool{}
+	for p := range want {
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			allowedDirs[d] = true
+		}
+	}
+	var jobs []job
+	var dirs []string
+	err := fs.WalkDir(t.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("walking bundle %s: %w", t.dir, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == "." {
+			return nil
+		}
+		typ := d.Type()
+		switch {
+		case typ.IsDir():
+			if want == nil && p == IngestDir {
+				return &FileError{Path: p, Kind: ErrFileExtra, Detail: "ingest folder of an open layout: close the layout before building metadata"}
+			}
+			if want != nil && !allowedDirs[p] && !fixedDirs[p] {
+				return &FileError{Path: p + "/", Kind: ErrFileExtra, Detail: "directory not in the metadata"}
+			}
+			dirs = append(dirs, p)
+			return nil
+		case !typ.IsRegular():
+			return &FileError{Path: p, Kind: ErrUnsafeFile, Detail: "is a " + fileType(typ)}
+		}
+		info, err := d.Info()
+		if err != nil {
+			return fmt.Errorf("walking bundle %s: %w", t.dir, err)
+		}
+		if !info.Mode().IsRegular() { // changed since the directory was read
+			return &FileError{Path: p, Kind: ErrUnsafeFile, Detail: "is a " + fileType(info.Mode())}
+		}
+		if p == MetadataPath || p == SignaturePath {
+			return nil
+		}
+		j := job{rel: p, info: info}
+		if want != nil {
+			j.want = want[p]
+			if j.want == nil {
+				return &FileError{Path: p, Kind: ErrFileExtra, Detail: "not in the metadata"}
+			}
+			if info.Size() != j.want.Size {
+				return &FileError{Path: p, Kind: ErrFileChanged, Detail: fmt.Sprintf("%d bytes, metadata says %d", info.Size(), j.want.Size)}
+			}
+		}
+		if p == BlobsDir || strings.HasPrefix(p, BlobsDir+"/") {
+			dg, err := blobDigest(p)
+			if err != nil {
+				return &FileError{Path: p, Kind: ErrBlobDigest, Err: err}
+			}
+			j.blob = dg
+		}
+		jobs = append(jobs, j)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if want != nil {
+		seen := make(map[string]bool, len(jobs))
+		for _, j := range jobs {
+			seen[j.rel] = true
+		}
+		var missing []string
+		for p := range want {
+			if !seen[p] {
+				missing = append(missing, p)
+			}
+		}
+		if len(missing) > 0 {
+			sort.Strings(missing)
+			detail := "listed in the metadata, not in the bundle"
+			if len(missing) > 1 {
+				detail += fmt.Sprintf(" (and %d more)", len(missing)-1)
+			}
+			return nil, &FileError{Path: missing[0], Kind: ErrFileMissing, Detail: detail}
+		}
+		return jobs, nil
+	}
+	used := map[string]bool{}
+	for _, j := range jobs {
+		for d := path.Dir(j.rel); d != "."; d = path.Dir(d) {
+			used[d] = true
+		}
+	}
+	for _, d := range dirs {
+		if !used[d] && !fixedDirs[d] {
+			return nil, &FileError{Path: d + "/", Kind: ErrFileExtra, Detail: "empty directory: remove it"}
+		}
+	}
+	return jobs, nil
+}
+
+// copyBufSize is the read size when hashing.
+const copyBufSize = 1 << 20
+
+// hash streams every job's file through SHA-256 (and the blob's own algorithm), workers
+// files at once, largest first. With want set it checks size, SHA-256 and the blob name.
+func (t *tree) hash(ctx context.Context, jobs []job, workers int) ([]File, int, error) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = min(workers, max(len(jobs), 1))
+	order := make([]int, len(jobs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return jobs[order[a]].info.Size() > jobs[order[b]].info.Size() })
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	out := make([]File, len(jobs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, copyBufSize)
+			for i := range next {
+				f, err := t.hashOne(ctx, &jobs[i], buf)
+				if err != nil {
+					cancel(err)
+					return
+				}
+				out[i] = f
+			}
+		}()
+	}
+feed:
+	for _, i := range order {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, workers, err
+	}
+	return out, workers, nil
+}
+
+func (t *tree) hashOne(ctx context.Context, j *job, buf []byte) (File, error) {
+	f, err := t.open(j.rel, j.info)
+	if err != nil {
+		return File{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	var w io.Writer = h
+	var bh hash.Hash
+	if j.blob != "" && j.blob.Algorithm() == digest.SHA512 {
+		bh = sha512.New()
+		w = io.MultiWriter(h, bh)
+	}
+	limit := int64(1<<63 - 1)
+	if j.want != nil {
+		limit = j.want.Size + 1 // a file that grows is not read forever
+	}
+	n, err := io.CopyBuffer(w, &ctxReader{ctx: ctx, r: io.LimitReader(f, limit)}, buf)
+	if err != nil {
+		if ctx.Err() != nil {
+			return File{}, context.Cause(ctx)
+		}
+		return File{}, fmt.Errorf("reading %s: %w", j.rel, err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if j.want != nil && (n != j.want.Size || sum != j.want.SHA256) {
+		return File{}, &FileError{Path: j.rel, Kind: ErrFileChanged,
+			Detail: fmt.Sprintf("content has sha256 %s (%d bytes), metadata says %s (%d bytes)", sum, n, j.want.SHA256, j.want.Size)}
+	}
+	if j.blob != "" {
+		got := sum
+		if bh != nil {
+			got = hex.EncodeToString(bh.Sum(nil))
+		}
+		if got != j.blob.Encoded() {
+			return File{}, &FileError{Path: j.rel, Kind: ErrBlobDigest, Detail: fmt.Sprintf("content hashes to %s:%s", j.blob.Algorithm(), got)}
+		}
+	}
+	return File{Path: j.rel, Size: n, SHA256: sum}, nil
+}
+
+// open opens rel for reading: inside the root only, without blocking on a FIFO, and
+// only if it is the very regular file the walk saw (same device and inode), so a file
+// swapped for a symlink, FIFO or another file after the walk is refused.
+func (t *tree) open(rel string, walked fs.FileInfo) (*os.File, error) {
+	f, err := t.root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &FileError{Path: rel, Kind: ErrFileMissing, Detail: "disappeared during verification"}
+		}
+		return nil, &FileError{Path: rel, Kind: ErrUnsafeFile, Detail: "cannot be opened safely", Err: err}
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %s: %w", rel, err)
+	}
+	if !fi.Mode().IsRegular() || !os.SameFile(fi, walked) {
+		f.Close()
+		return nil, &FileError{Path: rel, Kind: ErrUnsafeFile, Detail: "replaced during verification"}
+	}
+	return f, nil
+}
+
+// openListed opens a listed file (lstat first, then open and compare).
+func (t *tree) openListed(rel string) (*os.File, error) {
+	fi, err := t.root.Lstat(rel)
+	if err != nil {
+		return nil, &FileError{Path: rel, Kind: ErrFileMissing, Detail: "disappeared during verification", Err: err}
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &FileError{Path: rel, Kind: ErrUnsafeFile, Detail: "is a " + fileType(fi.Mode())}
+	}
+	return t.open(rel, fi)
+}
+
+// coverage checks that oci-layout is a v1.0.0 layout, that every index.json entry and
+// every blob reachable from it is listed in files (index children are optional: a
+// platform filter leaves some out; subjects are optional), and that every image is.
+// It re-reads index.json and the manifests, bounded, and checks them again against
+// files and their digests.
+func (t *tree) coverage(ctx context.Context, files map[string]*File, images []MetadataImage) (entries, manifests int, err error) {
+	if err := t.checkLayoutVersion(files); err != nil {
+		return 0, 0, err
+	}
+	idxBytes, err := t.readListed(IndexFile, files[IndexFile], MaxIndexBytes)
+	if err != nil {
+		return 0, 0, err
+	}
+	idx, err := ParseIndex(idxBytes)
+	if err != nil {
+		return 0, 0, &FileError{Path: IndexFile, Kind: oci.ErrInvalid, Err: err}
+	}
+	seen := map[digest.Digest]bool{}
+	var walk func(d ocispec.Descriptor, from string, optional bool) error
+	walk = func(d ocispec.Descriptor, from string, optional bool) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := BlobPath(d)
+		if err != nil {
+			return &FileError{Path: from, Kind: oci.ErrInvalid, Err: err}
+		}
+		rel = path.Clean(strings.ReplaceAll(rel, string(os.PathSeparator), "/"))
+		f := files[rel]
+		if f == nil {
+			if optional {
+				return nil
+			}
+			return &FileError{Path: rel, Kind: ErrNotCovered, Detail: fmt.Sprintf("%s %s named by %s is not listed in the metadata", d.MediaType, d.Digest, from)}
+		}
+		if f.Size != d.Size {
+			return &FileError{Path: rel, Kind: ErrNotCovered, Detail: fmt.Sprintf("%s names it with size %d, the listed blob is %d bytes", from, d.Size, f.Size)}
+		}
+		if seen[d.Digest] || !oci.IsManifest(d.MediaType) {
+			seen[d.Digest] = true
+			return nil
+		}
+		seen[d.Digest] = true
+		manifests++
+		b, err := t.readManifest(rel, d)
+		if err != nil {
+			return err
+		}
+		man, err := oci.ParseManifest(d, b)
+		if err != nil {
+			return &FileError{Path: rel, Kind: oci.ErrInvalid, Err: err}
+		}
+		for _, c := range man.Children() {
+			if err := walk(c, rel, oci.IsIndex(d.MediaType)); err != nil {
+				return err
+			}
+		}
+		if man.Subject != nil {
+			return walk(*man.Subject, rel+" (subject)", true)
+		}
+		return nil
+	}
+	for i, d := range idx.Manifests {
+		if err := walk(d, fmt.Sprintf("%s entry %d", IndexFile, i), false); err != nil {
+			return 0, 0, err
+		}
+	}
+	for i, img := range images {
+		desc := ocispec.Descriptor{MediaType: img.MediaType, Digest: img.Digest}
+		rel, err := BlobPath(desc)
+		if err != nil {
+			return 0, 0, err
+		}
+		rel = path.Clean(strings.ReplaceAll(rel, string(os.PathSeparator), "/"))
+		if files[rel] == nil {
+			return 0, 0, &FileError{Path: rel, Kind: ErrNotCovered, Detail: fmt.Sprintf("image %d (%s) is not listed in the metadata", i, img.Source)}
+		}
+	}
+	return len(idx.Manifests), manifests, nil
+}
+
+// readListed reads a listed file whole, bounded by limit, and checks it against f again.
+func (t *tree) readListed(rel string, f *File, limit int64) ([]byte, error) {
+	if f == nil {
+		return nil, &FileError{Path: rel, Kind: ErrNotCovered, Detail: "not listed in the metadata"}
+	}
+	if f.Size > limit {
+		return nil, &FileError{Path: rel, Kind: oci.ErrTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", f.Size, limit)}
+	}
+	fh, err := t.openListed(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	b, err := io.ReadAll(io.LimitReader(fh, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", rel, err)
+	}
+	sum := sha256.Sum256(b)
+	if int64(len(b)) != f.Size || hex.EncodeToString(sum[:]) != f.SHA256 {
+		return nil, &FileError{Path: rel, Kind: ErrFileChanged, Detail: "changed during verification"}
+	}
+	return b, nil
+}
+
+// readManifest reads a manifest blob, verified against its descriptor, bounded by
+// oci.MaxManifestBytes.
+func (t *tree) readManifest(rel string, d ocispec.Descriptor) ([]byte, error) {
+	fh, err := t.openListed(rel)
+	if err != nil {
+		return nil, err
+	}
+	b, err := oci.ReadAllVerified(fh, d, oci.MaxManifestBytes)
+	if err != nil {
+		if errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrSizeMismatch) {
+			return nil, &FileError{Path: rel, Kind: ErrFileChanged, Detail: "changed during verification", Err: err}
+		}
+		return nil, &FileError{Path: rel, Kind: oci.ErrInvalid, Err: err}
+	}
+	return b, nil
+}
+
+// checkLayoutVersion checks oci-layout says imageLayoutVersion 1.0.0.
+func (t *tree) checkLayoutVersion(files map[string]*File) error {
+	b, err := t.readListed(LayoutFile, files[LayoutFile], 4096)
+	if err != nil {
+		return err
+	}
+	var il ocispec.ImageLayout
+	if err := json.Unmarshal(b, &il); err != nil {
+		return &FileError{Path: LayoutFile, Kind: oci.ErrInvalid, Err: err}
+	}
+	if il.Version != ocispec.ImageLayoutVersion {
+		return &FileError{Path: LayoutFile, Kind: oci.ErrUnsupported, Detail: fmt.Sprintf("imageLayoutVersion %q", il.Version)}
+	}
+	return nil
+}
+
+// ctxReader stops a copy when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func fileType(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m.IsDir():
+		return "directory"
+	case m.IsRegular():
+		return "regular file"
+	}
+	return "special file (" + m.Type().String() + ")"
+}
