@@ -86,12 +86,12 @@ func NewIndex(entries []ocispec.Descriptor) ocispec.Index {
 }
 
 var kindRank = map[string]int{
-	string(oci.KindImage): 0, string(oci.KindCosignSig): 1, string(oci.KindCosignAtt): 2,
-	string(oci.KindCosignSBOM): 3, string(oci.KindReferrer): 4, string(oci.KindReferrersIndex): 5,
+	string(oci.KindImage): 0, string(KindChild): 1, string(oci.KindCosignSig): 2, string(oci.KindCosignAtt): 3,
+	string(oci.KindCosignSBOM): 4, string(oci.KindReferrer): 5, string(oci.KindReferrersIndex): 6,
 }
 
-// SortEntries orders index.json entries stably: images first, then cosign artifacts,
-// referrers and referrer indexes; within a kind by repository, name and digest.
+// SortEntries orders index.json entries stably: images first, then their children, cosign
+// artifacts, referrers and referrer indexes; within a kind by repository, name and digest.
 func SortEntries(entries []ocispec.Descriptor) {
 	key := func(d ocispec.Descriptor) (int, string, string, string) {
 		r, ok := kindRank[d.Annotations[oci.AnnotationKind]]

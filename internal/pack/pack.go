@@ -2,8 +2,9 @@
 // bundle (an OCI image layout): each reference is resolved to a digest once; the index
 // and every included child manifest, config and layer are copied byte for byte; OCI
 // referrers and cosign tag-scheme artifacts are collected recursively for the index,
-// every child and every attachment; index.json lists every root image and every
-// attached manifest, plus a referrers tag schema index per subject.
+// every child and every attachment; index.json lists every root image, every child
+// manifest (untagged) and every attached manifest, plus a referrers tag schema index
+// per subject.
 package pack
 
 import (
@@ -257,6 +258,8 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 		if n.Descriptor.Platform != nil {
 			img.Platforms = append(img.Platforms, oci.PlatformString(n.Descriptor.Platform))
 		}
+		// listed so that tools resolving digests through index.json (oras) find it
+		entries = append(entries, layout.ChildEntry(n.Descriptor, t.ref))
 	}
 
 	atts, err := collectAttachments(ctx, copier, repo, nodes)
