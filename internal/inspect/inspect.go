@@ -94,6 +94,10 @@ func Inspect(ctx context.Context, dir string) (*Report, error) {
 			}
 			a := Artifact{Kind: e.Kind, Digest: e.Descriptor.Digest, MediaType: e.Descriptor.MediaType,
 				ArtifactType: m.Type(), Size: e.Descriptor.Size, Tag: e.Tag}
+			if e.Kind != oci.KindReferrer && len(m.Layers) > 0 {
+				// cosign manifests carry a plain image config: what they hold is the layer type
+				a.ArtifactType = m.Layers[0].MediaType
+			}
 			if e.Kind == oci.KindCosignAtt {
 				for _, layer := range m.Layers {
 					if p := layer.Annotations[oci.AnnotationCosignPredicate]; p != "" {

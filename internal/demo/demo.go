@@ -1,0 +1,143 @@
+// Package demo runs petra-oci's main job end to end with nothing but Go: two
+// in-process registries on 127.0.0.1 (the source serves the referrers API, the
+// destination does not, so both referrer paths run), sample Chainguard-shaped images
+// signed and attested in the source, then pack → inspect → unpack, and a check that
+// every digest arrived unchanged.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/petra-oci/petra-oci/internal/fixture"
+	"github.com/petra-oci/petra-oci/internal/inspect"
+	"github.com/petra-oci/petra-oci/internal/pack"
+	"github.com/petra-oci/petra-oci/internal/remote"
+	"github.com/petra-oci/petra-oci/internal/unpack"
+	"github.com/petra-oci/petra-oci/oci"
+)
+
+// Options configure Run.
+type Options struct {
+	// Dir is where the bundle is written; empty means a temporary directory that is
+	// removed afterwards.
+	Dir string
+	Log *slog.Logger
+}
+
+// Result is what the demo did.
+type Result struct {
+	Bundle   string          `json:"bundle"`
+	Pack     *pack.Result    `json:"pack"`
+	Inspect  *inspect.Report `json:"inspect"`
+	Unpack   *unpack.Result  `json:"unpack"`
+	Verified int             `json:"verified"` // manifests found at the destination under their source digest
+}
+
+// Samples are the images the demo seeds: repository path and tag.
+var Samples = []struct{ Repo, Tag string }{
+	{"chainguard/nginx", "1.27"},
+	{"chainguard/static", "latest"},
+}
+
+// Run seeds, packs, inspects, unpacks and checks.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	work, err := os.MkdirTemp("", "petra-oci-demo-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	dir := opts.Dir
+	if dir == "" {
+		dir = filepath.Join(work, "bundle")
+	}
+
+	srcHost, stopSrc, err := serve(registry.New(registry.WithReferrersSupport(true), registry.Logger(discardLogger())))
+	if err != nil {
+		return nil, err
+	}
+	defer stopSrc()
+	dstHost, stopDst, err := serve(registry.New(registry.Logger(discardLogger())))
+	if err != nil {
+		return nil, err
+	}
+	defer stopDst()
+	opts.Log.Info("registries up", "source", srcHost+" (referrers API)", "destination", dstHost+" (referrers tag schema)")
+
+	var images []*fixture.Image
+	var specs []pack.ImageSpec
+	for i, s := range Samples {
+		img, err := fixture.Build(ctx, filepath.Join(work, "seed"), srcHost, s.Repo, s.Tag, fixture.Options{Seed: int64(i + 1)})
+		if err != nil {
+			return nil, fmt.Errorf("seeding %s: %w", s.Repo, err)
+		}
+		images = append(images, img)
+		specs = append(specs, pack.ImageSpec{Ref: img.Repo + ":" + img.Tag})
+		opts.Log.Info("seeded sample image", "image", img.Repo+":"+img.Tag, "digest", img.Index.Digest, "manifests", len(img.AllManifests))
+	}
+
+	client, err := remote.NewClient(remote.Options{PlainHTTP: true, UserAgent: "petra-oci-demo"})
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Bundle: dir}
+	if res.Pack, err = pack.Pack(ctx, pack.Options{Images: specs, Dir: dir, Client: client, Log: opts.Log}); err != nil {
+		return res, err
+	}
+	if res.Inspect, err = inspect.Inspect(ctx, dir); err != nil {
+		return res, err
+	}
+	if res.Unpack, err = unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dstHost + "/mirror", Client: client, Log: opts.Log}); err != nil {
+		return res, err
+	}
+
+	// every manifest the source had is at the destination under the same digest
+	for _, img := range images {
+		ref, err := unpack.Destination(dstHost+"/mirror", img.Repo)
+		if err != nil {
+			return res, err
+		}
+		repo, err := client.Repository(ref)
+		if err != nil {
+			return res, err
+		}
+		for _, m := range img.AllManifests {
+			d, err := repo.Resolve(ctx, m.Digest.String())
+			if err != nil || d.Digest != m.Digest {
+				return res, fmt.Errorf("%w: %s missing at %s/%s: %v", oci.ErrNotFound, m.Digest, ref.Registry, ref.Repository, err)
+			}
+			res.Verified++
+		}
+	}
+	return res, nil
+}
+
+// serve runs h on a free 127.0.0.1 port.
+func serve(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("listening on 127.0.0.1: %w", err)
+	}
+	srv := &http.Server{Handler: h}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("demo registry stopped", "error", err)
+		}
+	}()
+	return ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+func discardLogger() *log.Logger { return log.New(io.Discard, "", 0) }
