@@ -1,0 +1,275 @@
+// Package replay keeps, on the disconnected side, the last bundle sequence number
+// accepted for each bundle series, so that an older or replayed bundle is refused.
+//
+// The state is one small JSON file (DefaultPath), rewritten atomically (temporary file,
+// fsync, rename) under an exclusive lock on a sibling lock file, so two unpacks running
+// at once cannot both accept the same sequence or lose each other's update. A state file
+// that cannot be read or parsed is an error, never a reset: the store fails closed.
+package replay
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+var (
+	// ErrReplay marks a bundle whose sequence is not newer than the last one accepted
+	// for its series.
+	ErrReplay = errors.New("bundle replayed or older than the last accepted")
+	// ErrState marks a state file that cannot be trusted: unreadable, not a regular
+	// file, malformed, or from an unknown version.
+	ErrState = errors.New("replay state unusable")
+)
+
+// stateVersion is the version of the state file format.
+const stateVersion = 1
+
+// maxStateBytes bounds the state file (about 100 bytes a series).
+const maxStateBytes = 16 << 20
+
+// state is the file: {"version":1,"series":{"<bundleID>":{"sequence":N,"accepted":"..."}}}
+type state struct {
+	Version int                `json:"version"`
+	Series  map[string]*series `json:"series"`
+}
+
+type series struct {
+	Sequence uint64    `json:"sequence"`
+	Accepted time.Time `json:"accepted"`
+}
+
+// Store is the replay state at one path.
+type Store struct {
+	path string
+	now  func() time.Time
+}
+
+// DefaultPath returns $XDG_STATE_HOME/petra-oci/series.json, or
+// ~/.local/state/petra-oci/series.json when XDG_STATE_HOME is unset or not absolute.
+func DefaultPath() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "petra-oci", "series.json"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("locating the replay state: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "petra-oci", "series.json"), nil
+}
+
+// New returns the store whose state file is path (DefaultPath when empty). Nothing is
+// read or created until Check or Accept.
+func New(path string) (*Store, error) {
+	if path == "" {
+		p, err := DefaultPath()
+		if err != nil {
+			return nil, err
+		}
+		path = p
+	}
+	return &Store{path: path, now: time.Now}, nil
+}
+
+// Path returns the state file.
+func (s *Store) Path() string { return s.path }
+
+// Last returns the last sequence accepted for bundleID, and whether there is one.
+func (s *Store) Last(bundleID string) (uint64, bool, error) {
+	if err := checkID(bundleID); err != nil {
+		return 0, false, err
+	}
+	var st *state
+	err := s.locked(syscall.LOCK_SH, false, func() error {
+		var err error
+		st, err = s.read()
+		return err
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	if e := st.Series[bundleID]; e != nil {
+		return e.Sequence, true, nil
+	}
+	return 0, false, nil
+}
+
+// Check returns an error wrapping ErrReplay when seq is not newer than the last
+// sequence accepted for bundleID, unless allowReplay. It records nothing.
+func (s *Store) Check(bundleID string, seq uint64, allowReplay bool) error {
+	last, ok, err := s.Last(bundleID)
+	if err != nil {
+		return err
+	}
+	return verdict(bundleID, seq, last, ok, allowReplay)
+}
+
+// Accept records seq as accepted for bundleID, after checking again under the lock that
+// it is newer than the last one (unless allowReplay). The recorded sequence never goes
+// down: accepting an older bundle with allowReplay leaves the state as it was.
+func (s *Store) Accept(bundleID string, seq uint64, allowReplay bool) error {
+	if err := checkID(bundleID); err != nil {
+		return err
+	}
+	return s.locked(syscall.LOCK_EX, true, func() error {
+		st, err := s.read()
+		if err != nil {
+			return err
+		}
+		e := st.Series[bundleID]
+		var last uint64
+		if e != nil {
+			last = e.Sequence
+		}
+		if err := verdict(bundleID, seq, last, e != nil, allowReplay); err != nil {
+			return err
+		}
+		if e != nil && seq <= last {
+			return nil // allowed replay: keep the high-water mark
+		}
+		st.Series[bundleID] = &series{Sequence: seq, Accepted: s.now().UTC().Truncate(time.Second)}
+		return s.write(st)
+	})
+}
+
+func verdict(bundleID string, seq, last uint64, ok, allowReplay bool) error {
+	if seq == 0 {
+		return fmt.Errorf("%w: sequence 0 for series %s", ErrReplay, bundleID)
+	}
+	if ok && seq <= last && !allowReplay {
+		return fmt.Errorf("%w: series %s sequence %d, last accepted %d", ErrReplay, bundleID, seq, last)
+	}
+	return nil
+}
+
+func checkID(id string) error {
+	if len(id) != 32 {
+		return fmt.Errorf("bundle id %q is not 32 lowercase hex digits", id)
+	}
+	for _, c := range []byte(id) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return fmt.Errorf("bundle id %q is not 32 lowercase hex digits", id)
+		}
+	}
+	return nil
+}
+
+// locked runs fn holding a lock of kind how on the lock file next to the state file.
+// With create, the state directory is created (0700) when missing.
+func (s *Store) locked(how int, create bool, fn func() error) error {
+	dir := filepath.Dir(s.path)
+	if create {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("creating %s: %w", dir, err)
+		}
+	} else if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return fn() // nothing was ever accepted; read reports the empty state
+	}
+	lockPath := s.path + ".lock"
+	lf, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: opening lock %s: %v", ErrState, lockPath, err)
+	}
+	defer lf.Close()
+	if err := flock(lf, how); err != nil {
+		return fmt.Errorf("locking %s: %w", lockPath, err)
+	}
+	defer flock(lf, syscall.LOCK_UN)
+	return fn()
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+// read returns the state; a missing file is the empty state, anything else that is
+// wrong is ErrState.
+func (s *Store) read() (*state, error) {
+	empty := &state{Version: stateVersion, Series: map[string]*series{}}
+	f, err := os.OpenFile(s.path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return empty, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrState, s.path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrState, s.path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %v", ErrState, s.path, err)
+	}
+	if len(b) > maxStateBytes {
+		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrState, s.path, maxStateBytes)
+	}
+	var st state
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrState, s.path, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: %s: trailing data", ErrState, s.path)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("%w: %s: version %d, want %d", ErrState, s.path, st.Version, stateVersion)
+	}
+	if st.Series == nil {
+		return nil, fmt.Errorf("%w: %s: no series object", ErrState, s.path)
+	}
+	for id, e := range st.Series {
+		if err := checkID(id); err != nil || e == nil || e.Sequence == 0 {
+			return nil, fmt.Errorf("%w: %s: bad entry for series %q", ErrState, s.path, id)
+		}
+	}
+	return &st, nil
+}
+
+// write replaces the state file atomically: temporary file (0600), fsync, rename, and
+// fsync of the directory.
+func (s *Store) write(st *state) error {
+	b, err := json.MarshalIndent(st, "", "  ") // map keys sorted: stable output
+	if err != nil {
+		return fmt.Errorf("encoding replay state: %w", err)
+	}
+	b = append(b, '\n')
+	dir := filepath.Dir(s.path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(s.path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", s.path, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", s.path, err)
+	}
+	if err := os.Rename(tmp.Name(), s.path); err != nil {
+		return fmt.Errorf("writing %s: %w", s.path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}

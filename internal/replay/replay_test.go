@@ -1,0 +1,218 @@
+package replay
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+const (
+	idA = "0123456789abcdef0123456789abcdef"
+	idB = "fedcba9876543210fedcba9876543210"
+)
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := New(filepath.Join(t.TempDir(), "state", "petra-oci", "series.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSequence(t *testing.T) {
+	s := newStore(t)
+	steps := []struct {
+		name   string
+		id     string
+		seq    uint64
+		allow  bool
+		accept bool
+		want   error
+	}{
+		{"first bundle of a series", idA, 3, false, true, nil},
+		{"same sequence refused", idA, 3, false, true, ErrReplay},
+		{"older refused", idA, 2, false, true, ErrReplay},
+		{"newer accepted", idA, 4, false, true, nil},
+		{"gap accepted", idA, 9, false, true, nil},
+		{"other series independent", idB, 1, false, true, nil},
+		{"older allowed explicitly", idA, 5, true, true, nil},
+		{"allowed replay does not lower the mark", idA, 8, false, false, ErrReplay},
+		{"sequence 0 refused even when allowed", idB, 0, true, false, ErrReplay},
+	}
+	for _, st := range steps {
+		if err := s.Check(st.id, st.seq, st.allow); !errors.Is(err, st.want) {
+			t.Fatalf("%s: Check = %v, want %v", st.name, err, st.want)
+		}
+		if st.accept {
+			if err := s.Accept(st.id, st.seq, st.allow); !errors.Is(err, st.want) {
+				t.Fatalf("%s: Accept = %v, want %v", st.name, err, st.want)
+			}
+		}
+	}
+	if last, ok, err := s.Last(idA); err != nil || !ok || last != 9 {
+		t.Fatalf("Last(A) = %d, %v, %v", last, ok, err)
+	}
+	// a new Store on the same file sees the same state
+	s2, _ := New(s.Path())
+	if err := s2.Check(idA, 9, false); !errors.Is(err, ErrReplay) {
+		t.Fatalf("state not persisted: %v", err)
+	}
+	fi, err := os.Stat(filepath.Dir(s.Path()))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state dir mode = %v, %v", fi.Mode(), err)
+	}
+	fi, err = os.Stat(s.Path())
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode = %v, %v", fi.Mode(), err)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(s.Path()), ".series.json.tmp-*"))
+	if len(leftovers) != 0 {
+		t.Fatalf("temporary files left: %v", leftovers)
+	}
+}
+
+func TestCheckBeforeAnyStateCreatesNothing(t *testing.T) {
+	s := newStore(t)
+	if err := s.Check(idA, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(s.Path())); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Check created the state dir: %v", err)
+	}
+}
+
+func TestBadBundleID(t *testing.T) {
+	s := newStore(t)
+	for _, id := range []string{"", "short", "0123456789ABCDEF0123456789ABCDEF", "../../../../etc/passwd0123456789"} {
+		if err := s.Check(id, 1, false); err == nil {
+			t.Errorf("Check(%q) accepted", id)
+		}
+		if err := s.Accept(id, 1, false); err == nil {
+			t.Errorf("Accept(%q) accepted", id)
+		}
+	}
+}
+
+func TestCorruptStateFailsClosed(t *testing.T) {
+	for name, content := range map[string]string{
+		"empty":           "",
+		"not JSON":        "{",
+		"truncated":       `{"version":1,"series":{"` + idA + `":{"sequence":3`,
+		"trailing":        `{"version":1,"series":{}} {}`,
+		"unknown field":   `{"version":1,"series":{},"x":1}`,
+		"wrong version":   `{"version":2,"series":{}}`,
+		"no series":       `{"version":1}`,
+		"bad id":          `{"version":1,"series":{"zz":{"sequence":3,"accepted":"2025-01-01T00:00:00Z"}}}`,
+		"sequence 0":      `{"version":1,"series":{"` + idA + `":{"sequence":0,"accepted":"2025-01-01T00:00:00Z"}}}`,
+		"negative":        `{"version":1,"series":{"` + idA + `":{"sequence":-1,"accepted":"2025-01-01T00:00:00Z"}}}`,
+		"null entry":      `{"version":1,"series":{"` + idA + `":null}}`,
+		"array":           `[]`,
+		"string sequence": `{"version":1,"series":{"` + idA + `":{"sequence":"3","accepted":"2025-01-01T00:00:00Z"}}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newStore(t)
+			if err := os.MkdirAll(filepath.Dir(s.Path()), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(s.Path(), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Check(idA, 100, false); !errors.Is(err, ErrState) {
+				t.Fatalf("Check = %v, want ErrState", err)
+			}
+			if err := s.Accept(idA, 100, true); !errors.Is(err, ErrState) {
+				t.Fatalf("Accept = %v, want ErrState", err)
+			}
+			b, _ := os.ReadFile(s.Path())
+			if string(b) != content {
+				t.Fatal("a corrupt state file was rewritten")
+			}
+		})
+	}
+}
+
+func TestStateFileSymlinkRefused(t *testing.T) {
+	s := newStore(t)
+	if err := os.MkdirAll(filepath.Dir(s.Path()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "elsewhere.json")
+	os.WriteFile(other, []byte(`{"version":1,"series":{}}`), 0o600)
+	if err := os.Symlink(other, s.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(idA, 1, false); !errors.Is(err, ErrState) {
+		t.Fatalf("Check through a symlink = %v", err)
+	}
+}
+
+func TestConcurrentAcceptsRecordOnce(t *testing.T) {
+	s := newStore(t)
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			other, _ := New(s.Path()) // as separate processes would
+			errs[i] = other.Accept(idA, 1, false)
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ErrReplay):
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d concurrent accepts of the same bundle succeeded, want 1", ok)
+	}
+	// concurrent accepts of different series all land
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := []byte(idB)
+			id[0] = "0123456789abcdef"[i]
+			if err := s.Accept(string(id), 1, false); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		id := []byte(idB)
+		id[0] = "0123456789abcdef"[i]
+		if _, ok, err := s.Last(string(id)); err != nil || !ok {
+			t.Fatalf("series %s lost: %v", id, err)
+		}
+	}
+}
+
+func TestDefaultPath(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/var/lib/x")
+	if p, _ := DefaultPath(); p != "/var/lib/x/petra-oci/series.json" {
+		t.Fatalf("DefaultPath = %q", p)
+	}
+	t.Setenv("XDG_STATE_HOME", "")
+	t.Setenv("HOME", "/home/officer")
+	if p, _ := DefaultPath(); p != "/home/officer/.local/state/petra-oci/series.json" {
+		t.Fatalf("DefaultPath = %q", p)
+	}
+	t.Setenv("XDG_STATE_HOME", "relative/dir")
+	if p, _ := DefaultPath(); p != "/home/officer/.local/state/petra-oci/series.json" {
+		t.Fatalf("DefaultPath with relative XDG_STATE_HOME = %q", p)
+	}
+	s, err := New("")
+	if err != nil || s.Path() != "/home/officer/.local/state/petra-oci/series.json" {
+		t.Fatalf("New(\"\") = %v, %v", s, err)
+	}
+}
