@@ -46,10 +46,21 @@ type series struct {
 	Accepted time.Time `json:"accepted"`
 }
 
+// Options configure a Store. The zero value uses DefaultPath and refuses replays.
+type Options struct {
+	// Path is the state file; empty means DefaultPath.
+	Path string
+	// AllowReplay lets Check and Accept pass a sequence that is not newer than the last
+	// accepted one: the explicit, loud escape hatch. Accept then keeps the recorded
+	// (higher) sequence. An unusable state file (ErrState) is never allowed.
+	AllowReplay bool
+}
+
 // Store is the replay state at one path.
 type Store struct {
-	path string
-	now  func() time.Time
+	path        string
+	allowReplay bool
+	now         func() time.Time
 }
 
 // DefaultPath returns $XDG_STATE_HOME/petra-oci/series.json, or
@@ -65,9 +76,9 @@ func DefaultPath() (string, error) {
 	return filepath.Join(home, ".local", "state", "petra-oci", "series.json"), nil
 }
 
-// New returns the store whose state file is path (DefaultPath when empty). Nothing is
-// read or created until Check or Accept.
-func New(path string) (*Store, error) {
+// New returns the store of opts. Nothing is read or created until it is used.
+func New(opts Options) (*Store, error) {
+	path := opts.Path
 	if path == "" {
 		p, err := DefaultPath()
 		if err != nil {
@@ -75,7 +86,7 @@ func New(path string) (*Store, error) {
 		}
 		path = p
 	}
-	return &Store{path: path, now: time.Now}, nil
+	return &Store{path: path, allowReplay: opts.AllowReplay, now: time.Now}, nil
 }
 
 // Path returns the state file.
@@ -102,19 +113,21 @@ func (s *Store) Last(bundleID string) (uint64, bool, error) {
 }
 
 // Check returns an error wrapping ErrReplay when seq is not newer than the last
-// sequence accepted for bundleID, unless allowReplay. It records nothing.
-func (s *Store) Check(bundleID string, seq uint64, allowReplay bool) error {
+// sequence accepted for bundleID (unless the store allows replays), or wrapping ErrState
+// when the state cannot be read. It records nothing.
+func (s *Store) Check(bundleID string, seq uint64) error {
 	last, ok, err := s.Last(bundleID)
 	if err != nil {
 		return err
 	}
-	return verdict(bundleID, seq, last, ok, allowReplay)
+	return verdict(bundleID, seq, last, ok, s.allowReplay)
 }
 
 // Accept records seq as accepted for bundleID, after checking again under the lock that
-// it is newer than the last one (unless allowReplay). The recorded sequence never goes
-// down: accepting an older bundle with allowReplay leaves the state as it was.
-func (s *Store) Accept(bundleID string, seq uint64, allowReplay bool) error {
+// it is newer than the last one (unless the store allows replays), so that of two
+// concurrent accepts of one sequence only one succeeds. The recorded sequence never goes
+// down: an allowed replay of an older bundle leaves the state as it was.
+func (s *Store) Accept(bundleID string, seq uint64) error {
 	if err := checkID(bundleID); err != nil {
 		return err
 	}
@@ -128,7 +141,7 @@ func (s *Store) Accept(bundleID string, seq uint64, allowReplay bool) error {
 		if e != nil {
 			last = e.Sequence
 		}
-		if err := verdict(bundleID, seq, last, e != nil, allowReplay); err != nil {
+		if err := verdict(bundleID, seq, last, e != nil, s.allowReplay); err != nil {
 			return err
 		}
 		if e != nil && seq <= last {

@@ -15,7 +15,7 @@ const (
 
 func newStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := New(filepath.Join(t.TempDir(), "state", "petra-oci", "series.json"))
+	s, err := New(Options{Path: filepath.Join(t.TempDir(), "state", "petra-oci", "series.json")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,12 +42,17 @@ func TestSequence(t *testing.T) {
 		{"allowed replay does not lower the mark", idA, 8, false, false, ErrReplay},
 		{"sequence 0 refused even when allowed", idB, 0, true, false, ErrReplay},
 	}
+	allowing, _ := New(Options{Path: s.Path(), AllowReplay: true})
 	for _, st := range steps {
-		if err := s.Check(st.id, st.seq, st.allow); !errors.Is(err, st.want) {
+		store := s
+		if st.allow {
+			store = allowing
+		}
+		if err := store.Check(st.id, st.seq); !errors.Is(err, st.want) {
 			t.Fatalf("%s: Check = %v, want %v", st.name, err, st.want)
 		}
 		if st.accept {
-			if err := s.Accept(st.id, st.seq, st.allow); !errors.Is(err, st.want) {
+			if err := store.Accept(st.id, st.seq); !errors.Is(err, st.want) {
 				t.Fatalf("%s: Accept = %v, want %v", st.name, err, st.want)
 			}
 		}
@@ -56,8 +61,8 @@ func TestSequence(t *testing.T) {
 		t.Fatalf("Last(A) = %d, %v, %v", last, ok, err)
 	}
 	// a new Store on the same file sees the same state
-	s2, _ := New(s.Path())
-	if err := s2.Check(idA, 9, false); !errors.Is(err, ErrReplay) {
+	s2, _ := New(Options{Path: s.Path()})
+	if err := s2.Check(idA, 9); !errors.Is(err, ErrReplay) {
 		t.Fatalf("state not persisted: %v", err)
 	}
 	fi, err := os.Stat(filepath.Dir(s.Path()))
@@ -76,7 +81,7 @@ func TestSequence(t *testing.T) {
 
 func TestCheckBeforeAnyStateCreatesNothing(t *testing.T) {
 	s := newStore(t)
-	if err := s.Check(idA, 1, false); err != nil {
+	if err := s.Check(idA, 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Dir(s.Path())); !errors.Is(err, os.ErrNotExist) {
@@ -87,10 +92,10 @@ func TestCheckBeforeAnyStateCreatesNothing(t *testing.T) {
 func TestBadBundleID(t *testing.T) {
 	s := newStore(t)
 	for _, id := range []string{"", "short", "0123456789ABCDEF0123456789ABCDEF", "../../../../etc/passwd0123456789"} {
-		if err := s.Check(id, 1, false); err == nil {
+		if err := s.Check(id, 1); err == nil {
 			t.Errorf("Check(%q) accepted", id)
 		}
-		if err := s.Accept(id, 1, false); err == nil {
+		if err := s.Accept(id, 1); err == nil {
 			t.Errorf("Accept(%q) accepted", id)
 		}
 	}
@@ -120,10 +125,14 @@ func TestCorruptStateFailsClosed(t *testing.T) {
 			if err := os.WriteFile(s.Path(), []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Check(idA, 100, false); !errors.Is(err, ErrState) {
+			if err := s.Check(idA, 100); !errors.Is(err, ErrState) {
 				t.Fatalf("Check = %v, want ErrState", err)
 			}
-			if err := s.Accept(idA, 100, true); !errors.Is(err, ErrState) {
+			allowing, _ := New(Options{Path: s.Path(), AllowReplay: true})
+			if err := allowing.Check(idA, 100); !errors.Is(err, ErrState) {
+				t.Fatalf("Check allowing replays = %v, want ErrState", err)
+			}
+			if err := allowing.Accept(idA, 100); !errors.Is(err, ErrState) {
 				t.Fatalf("Accept = %v, want ErrState", err)
 			}
 			b, _ := os.ReadFile(s.Path())
@@ -144,7 +153,7 @@ func TestStateFileSymlinkRefused(t *testing.T) {
 	if err := os.Symlink(other, s.Path()); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Check(idA, 1, false); !errors.Is(err, ErrState) {
+	if err := s.Check(idA, 1); !errors.Is(err, ErrState) {
 		t.Fatalf("Check through a symlink = %v", err)
 	}
 }
@@ -158,8 +167,8 @@ func TestConcurrentAcceptsRecordOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			other, _ := New(s.Path()) // as separate processes would
-			errs[i] = other.Accept(idA, 1, false)
+			other, _ := New(Options{Path: s.Path()}) // as separate processes would
+			errs[i] = other.Accept(idA, 1)
 		}()
 	}
 	wg.Wait()
@@ -182,7 +191,7 @@ func TestConcurrentAcceptsRecordOnce(t *testing.T) {
 			defer wg.Done()
 			id := []byte(idB)
 			id[0] = "0123456789abcdef"[i]
-			if err := s.Accept(string(id), 1, false); err != nil {
+			if err := s.Accept(string(id), 1); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -211,8 +220,8 @@ func TestDefaultPath(t *testing.T) {
 	if p, _ := DefaultPath(); p != "/home/officer/.local/state/petra-oci/series.json" {
 		t.Fatalf("DefaultPath with relative XDG_STATE_HOME = %q", p)
 	}
-	s, err := New("")
+	s, err := New(Options{})
 	if err != nil || s.Path() != "/home/officer/.local/state/petra-oci/series.json" {
-		t.Fatalf("New(\"\") = %v, %v", s, err)
+		t.Fatalf("New(Options{}) = %v, %v", s, err)
 	}
 }
