@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -376,6 +378,21 @@ func TestVerifyFilesTamper(t *testing.T) {
 			}
 			return ""
 		}, ErrUnsafeFile},
+		{"extra unix socket", func(t *testing.T, tb *testBundle, m *Metadata) string {
+			ln, err := net.Listen("unix", filepath.Join(tb.dir, "s"))
+			if err != nil {
+				t.Skipf("cannot create a unix socket here: %v", err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			return ""
+		}, ErrUnsafeFile},
+		{"character device", func(t *testing.T, tb *testBundle, m *Metadata) string {
+			// /dev/null's numbers: 1, 3
+			if err := syscall.Mknod(filepath.Join(tb.dir, "petra", "null"), syscall.S_IFCHR|0o644, 1<<8|3); err != nil {
+				t.Skipf("cannot create a device node here: %v", err)
+			}
+			return ""
+		}, ErrUnsafeFile},
 		{"bundle root is a symlink", func(t *testing.T, tb *testBundle, m *Metadata) string {
 			link := filepath.Join(outside, "bundle-link")
 			if err := os.Symlink(tb.dir, link); err != nil {
@@ -663,5 +680,91 @@ func BenchmarkVerifyFiles(b *testing.B) {
 		if _, err := VerifyFiles(ctx, dir, m, VerifyOptions{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestOpenRefusesSwapsAfterTheWalk covers a file replaced between the walk and the open:
+// by another file, by a symlink to an identical file, or by a FIFO (which must not hang).
+func TestOpenRefusesSwapsAfterTheWalk(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "a", "same")
+	writeFile(t, dir, "b", "same")
+	tr, err := openTree(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	swaps := map[string]func(p string){
+		"renamed over": func(p string) {
+			writeFile(t, dir, "c", "same")
+			if err := os.Rename(filepath.Join(dir, "c"), p); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"symlink": func(p string) {
+			os.Remove(p)
+			if err := os.Symlink("b", p); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"FIFO": func(p string) {
+			os.Remove(p)
+			if err := syscall.Mkfifo(p, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, swap := range swaps {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(dir, "a")
+			os.Remove(p)
+			writeFile(t, dir, "a", "same")
+			walked, err := tr.root.Lstat("a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			swap(p)
+			f, err := tr.open("a", walked)
+			if err == nil {
+				f.Close()
+			}
+			if !errors.Is(err, ErrUnsafeFile) {
+				t.Fatalf("err = %v, want ErrUnsafeFile", err)
+			}
+		})
+	}
+}
+
+func TestSHA512Blob(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l, err := Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := []byte("hashed with sha512")
+	desc := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.SHA512.FromBytes(content), Size: int64(len(content))}
+	if err := l.Push(ctx, desc, bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WriteIndex(NewIndex(nil)); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	m, _, err := BuildMetadata(ctx, dir, Metadata{BundleID: "0123456789abcdef0123456789abcdef", Sequence: 1, Tool: ToolInfo{Name: "t"}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyFiles(ctx, dir, m, VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rel := "blobs/sha512/" + desc.Digest.Encoded()
+	flipByte(t, dir, rel, 1)
+	if _, err := VerifyFiles(ctx, dir, m, VerifyOptions{}); !errors.Is(err, ErrFileChanged) {
+		t.Fatalf("err = %v, want ErrFileChanged", err)
+	}
+	restamp(t, dir, m, rel)
+	if _, err := VerifyFiles(ctx, dir, m, VerifyOptions{}); !errors.Is(err, ErrBlobDigest) {
+		t.Fatalf("err = %v, want ErrBlobDigest", err)
 	}
 }
