@@ -45,13 +45,18 @@ if has olareg github.com/olareg/olareg "$OLAREG_VERSION"; then log "olareg $OLAR
 	go build -o "$TOOLS_BIN/olareg" github.com/olareg/olareg/cmd/olareg
 fi
 
-if ! command -v skopeo >/dev/null || ! command -v umoci >/dev/null; then
+# Debian packages: skopeo and umoci for the interop tests, time (/usr/bin/time) for make bench.
+debs=()
+command -v skopeo >/dev/null || debs+=(skopeo)
+command -v umoci >/dev/null || debs+=(umoci)
+[ -x /usr/bin/time ] || debs+=(time)
+if [ ${#debs[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		log "installing skopeo and umoci from Debian"
+		log "installing ${debs[*]} from Debian"
 		apt-get update -qq >/dev/null
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo umoci >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debs[@]}" >/dev/null
 	else
-		log "skopeo/umoci missing and apt-get is not usable: install them by hand"
+		log "${debs[*]} missing and apt-get is not usable: install them by hand"
 	fi
 fi
 log "tools in $TOOLS_BIN"
