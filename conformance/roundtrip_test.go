@@ -2,6 +2,9 @@ package conformance
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -14,10 +17,13 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
 
+	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/pack"
 	petraremote "github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
+	"github.com/petra-oci/petra-oci/internal/replay"
+	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/internal/unpack"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -32,7 +38,34 @@ func client(t testing.TB) *petraremote.Client {
 	return c
 }
 
-// packImages packs refs into a fresh bundle and returns its directory.
+// bundleKey signs every bundle the library-level tests pack.
+var bundleKey = func() signing.Signer {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	s, err := signing.NewSigner(k)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// verifyWith returns unpack verification options for bundles signed with bundleKey.
+func verifyWith(t testing.TB) *bundle.VerifyOptions {
+	t.Helper()
+	pub, err := bundleKey.PublicKeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard, err := replay.New(replay.Options{Path: filepath.Join(t.TempDir(), "series.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bundle.VerifyOptions{Signature: signing.VerifyOptions{PublicKey: pub}, Replay: guard}
+}
+
+// packImages packs refs into a fresh signed bundle and returns its directory.
 func packImages(t testing.TB, refs ...string) (string, *pack.Result) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "bundle")
@@ -40,7 +73,8 @@ func packImages(t testing.TB, refs ...string) (string, *pack.Result) {
 	for _, r := range refs {
 		specs = append(specs, pack.ImageSpec{Ref: r})
 	}
-	res, err := pack.Pack(context.Background(), pack.Options{Images: specs, Dir: dir, Client: client(t)})
+	res, err := pack.Pack(context.Background(), pack.Options{Images: specs, Dir: dir, Client: client(t),
+		Seal: bundle.SealOptions{Signer: bundleKey}})
 	if err != nil {
 		t.Fatalf("pack: %v", err)
 	}
@@ -151,7 +185,8 @@ func TestRoundTrip(t *testing.T) {
 			// the shared base layer is stored once and every layout blob hashes to its name
 			assertLayoutBlobsVerify(t, dir)
 
-			ures, err := unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dst.Host + "/mirror", Client: client(t)})
+			verify := verifyWith(t)
+			ures, err := unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dst.Host + "/mirror", Client: client(t), Verify: verify})
 			if err != nil {
 				t.Fatalf("unpack: %v", err)
 			}
@@ -164,8 +199,12 @@ func TestRoundTrip(t *testing.T) {
 			}
 			assertReplica(t, img, dst.Repository(t, "mirror/chainguard/nginx"), p[1] != registrytest.InProcess)
 
-			// a second unpack finds everything there and uploads nothing
-			again, err := unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dst.Host + "/mirror", Client: client(t)})
+			// the same bundle again is a replay: refused, nothing pushed
+			if _, err := unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dst.Host + "/other", Client: client(t), Verify: verify}); !errors.Is(err, replay.ErrReplay) {
+				t.Fatalf("second unpack of the same bundle: err = %v, want replay refused", err)
+			}
+			// a second unpack (fresh replay state) finds everything there and uploads nothing
+			again, err := unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dst.Host + "/mirror", Client: client(t), Verify: verifyWith(t)})
 			if err != nil {
 				t.Fatalf("second unpack: %v", err)
 			}
@@ -184,7 +223,7 @@ func TestRoundTripPublicGood(t *testing.T) {
 	dst := registrytest.Start(t, registrytest.Distribution)
 	subject, ref := fixture.PublicGoodEmptyImage(ctx, t, src.Host, "test/empty")
 	dir, _ := packImages(t, src.Host+"/test/empty@"+subject.Digest.String())
-	if _, err := unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dst.Host, Client: client(t)}); err != nil {
+	if _, err := unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dst.Host, Client: client(t), Verify: verifyWith(t)}); err != nil {
 		t.Fatalf("unpack: %v", err)
 	}
 	repo := dst.Repository(t, "test/empty")
@@ -253,7 +292,8 @@ func TestRepackSkipsAndResumes(t *testing.T) {
 	img := fixture.Chainguard(ctx, t, src.Host, "chainguard/python", "3", fixture.Options{Seed: 3, LayerBytes: 8 << 20})
 	ref := img.Repo + ":3"
 	dir := filepath.Join(t.TempDir(), "bundle")
-	opts := pack.Options{Images: []pack.ImageSpec{{Ref: ref}}, Dir: dir, Client: client(t), Concurrency: 1}
+	opts := pack.Options{Images: []pack.ImageSpec{{Ref: ref}}, Dir: dir, Client: client(t), Concurrency: 1,
+		Seal: bundle.SealOptions{Signer: bundleKey}}
 
 	// interrupt: cancel as soon as the first blob is in place
 	cctx, cancel := context.WithCancel(ctx)

@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,11 +25,7 @@ func main() {
 	app := newApp(os.Stdout, os.Stderr)
 	if err := app.RunContext(ctx, os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "petra-oci: %v\n", err)
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			os.Exit(ec.ExitCode())
-		}
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -48,6 +43,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			packCommand(),
 			unpackCommand(),
 			inspectCommand(),
+			signCommand(),
+			verifyCommand(),
+			verifyBlobCommand(),
 			demoCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits

@@ -5,7 +5,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/pack"
+	"github.com/petra-oci/petra-oci/layout"
 )
 
 func packCommand() *cli.Command {
@@ -27,7 +29,8 @@ Examples:
 			&cli.StringFlag{Name: "dir", Aliases: []string{"o"}, Required: true, Usage: "bundle `DIR` to write (created or added to)"},
 			&cli.StringSliceFlag{Name: "platform", Usage: "keep only this `OS/ARCH[/VARIANT]` of multi-platform images; repeatable"},
 			&cli.StringFlag{Name: "output", Value: "text", Usage: "result format: text or json"},
-		}, registryFlags()...),
+			&cli.StringFlag{Name: "series-from", Usage: "continue the bundle series of this previous petra/metadata.json `FILE` (its bundle id, sequence + 1); default: the series of DIR's existing metadata, else a new series"},
+		}, append(signFlags(), registryFlags()...)...),
 		Action: func(c *cli.Context) error {
 			asJSON, err := wantJSON(c)
 			if err != nil {
@@ -51,9 +54,26 @@ Examples:
 			if err != nil {
 				return err
 			}
+			signer, err := loadSigner(c)
+			if err != nil {
+				return err
+			}
+			if signer == nil {
+				logger(c).Warn("no --key: the bundle is NOT signed; verify and unpack refuse it until `petra-oci sign` signs it")
+			}
+			seal := bundle.SealOptions{Signer: signer, ToolVersion: version}
+			if f := c.String("series-from"); f != "" {
+				b, err := readLimited(f, layout.MaxMetadataBytes)
+				if err != nil {
+					return err
+				}
+				if seal.Previous, err = layout.ParseMetadata(b); err != nil {
+					return fmt.Errorf("--series-from %s: %w", f, err)
+				}
+			}
 			res, err := pack.Pack(c.Context, pack.Options{
 				Images: images, Platforms: c.StringSlice("platform"), Dir: c.String("dir"),
-				Client: client, Concurrency: c.Int("concurrency"), Log: logger(c),
+				Client: client, Concurrency: c.Int("concurrency"), Log: logger(c), Seal: seal,
 			})
 			if res != nil {
 				if asJSON {
@@ -67,6 +87,9 @@ Examples:
 					s := res.Stats
 					fmt.Fprintf(c.App.ErrWriter, "packed %d images into %s: %d blobs copied (%d bytes), %d already there, %d manifests written\n",
 						len(res.Images), res.Dir, s.BlobsCopied, s.BytesCopied, s.BlobsExisted, s.Manifests)
+					if res.BundleID != "" {
+						fmt.Fprintf(c.App.ErrWriter, "bundle %s sequence %d, signed: %v\n", res.BundleID, res.Sequence, res.Signed)
+					}
 				}
 			}
 			return err

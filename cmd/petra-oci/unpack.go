@@ -18,11 +18,17 @@ tags, then the image tags, so no tag ever points at content that is not all ther
 destination repository is --to joined with the source path without its registry host:
 cgr.dev/shebash.io/nginx:1.27 with --to reg.internal/mirror lands at
 reg.internal/mirror/shebash.io/nginx:1.27. Registries without the referrers API get the
-referrers tag schema.`,
-		Flags: append([]cli.Flag{
+referrers tag schema.
+
+Nothing is pushed before the whole bundle is verified, offline, as 'petra-oci verify'
+does: the signature over its metadata (--key, or the keyless flags with --trusted-root),
+the bundle series sequence (--state), and every file. The sequence is recorded once the
+push has succeeded, so the same or an older bundle is refused next time.`,
+		Flags: append(append(append([]cli.Flag{
 			&cli.StringFlag{Name: "to", Required: true, Usage: "destination `HOST[:PORT][/PREFIX]`"},
 			outputFlag(),
-		}, registryFlags()...),
+			&cli.BoolFlag{Name: "unsafe-skip-verify", Usage: "UNSAFE: push without verifying the bundle's signature and files"},
+		}, verifyFlags()...), replayFlags()...), registryFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return cli.Exit("unpack: give exactly one bundle DIR", 2)
@@ -35,10 +41,17 @@ referrers tag schema.`,
 			if err != nil {
 				return err
 			}
-			res, err := unpack.Unpack(c.Context, unpack.Options{
+			opts := unpack.Options{
 				Dir: c.Args().First(), To: c.String("to"), Client: client,
 				Concurrency: c.Int("concurrency"), Log: logger(c),
-			})
+				UnsafeSkipVerify: c.Bool("unsafe-skip-verify") || !verificationAsked(c),
+			}
+			if !opts.UnsafeSkipVerify {
+				if opts.Verify, err = bundleVerifyOptions(c); err != nil {
+					return err
+				}
+			}
+			res, err := unpack.Unpack(c.Context, opts)
 			if res != nil {
 				if asJSON {
 					if jerr := writeJSON(c, res); jerr != nil {
@@ -63,4 +76,16 @@ referrers tag schema.`,
 			return err
 		},
 	}
+}
+
+// verificationAsked reports whether any verification flag was given.
+// TRANSITION: until every caller passes them, unpack without them warns loudly and
+// does not verify; it will refuse instead.
+func verificationAsked(c *cli.Context) bool {
+	for _, f := range []string{"key", "certificate-identity", "certificate-identity-regexp", "certificate-oidc-issuer", "certificate-oidc-issuer-regexp", "trusted-root"} {
+		if c.IsSet(f) {
+			return true
+		}
+	}
+	return false
 }

@@ -2,11 +2,15 @@
 // in-process registries on 127.0.0.1 (the source serves the referrers API, the
 // destination does not, so both referrer paths run), sample Chainguard-shaped images
 // signed and attested in the source, then pack → inspect → unpack, and a check that
-// every digest arrived unchanged.
+// every digest arrived unchanged. The bundle is signed with a key made for the run and
+// verified (signature, sequence, every file) before anything is pushed.
 package demo
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -19,10 +23,13 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
+	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/inspect"
 	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/remote"
+	"github.com/petra-oci/petra-oci/internal/replay"
+	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/internal/unpack"
 	"github.com/petra-oci/petra-oci/oci"
 )
@@ -93,14 +100,33 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// the bundle key: in real use a cosign key file or a KMS key
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := signing.NewSigner(key)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := signer.PublicKeyPEM()
+	if err != nil {
+		return nil, err
+	}
 	res := &Result{Bundle: dir}
-	if res.Pack, err = pack.Pack(ctx, pack.Options{Images: specs, Dir: dir, Client: client, Log: opts.Log}); err != nil {
+	if res.Pack, err = pack.Pack(ctx, pack.Options{Images: specs, Dir: dir, Client: client, Log: opts.Log,
+		Seal: bundle.SealOptions{Signer: signer, ToolVersion: "demo"}}); err != nil {
 		return res, err
 	}
 	if res.Inspect, err = inspect.Inspect(ctx, dir); err != nil {
 		return res, err
 	}
-	if res.Unpack, err = unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dstHost + "/mirror", Client: client, Log: opts.Log}); err != nil {
+	guard, err := replay.New(replay.Options{Path: filepath.Join(work, "series.json")})
+	if err != nil {
+		return res, err
+	}
+	verify := &bundle.VerifyOptions{Signature: signing.VerifyOptions{PublicKey: pub}, Replay: guard}
+	if res.Unpack, err = unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dstHost + "/mirror", Client: client, Log: opts.Log, Verify: verify}); err != nil {
 		return res, err
 	}
 

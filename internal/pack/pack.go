@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
+	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/graphcopy"
 	"github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/layout"
@@ -45,6 +46,10 @@ type Options struct {
 	ImageConcurrency int
 	// Log receives progress (never results).
 	Log *slog.Logger
+	// Seal is how the bundle's metadata manifest is written and signed once every
+	// image is packed (signer, series, tool version). A pack with any failure writes
+	// no metadata, so an incomplete bundle can never verify.
+	Seal bundle.SealOptions
 }
 
 // Image is one packed image.
@@ -60,9 +65,14 @@ type Image struct {
 
 // Result is what Pack did.
 type Result struct {
-	Dir    string          `json:"dir"`
-	Images []Image         `json:"images"`
-	Stats  graphcopy.Stats `json:"stats"`
+	Dir string `json:"dir"`
+	// BundleID and Sequence identify the bundle in its series; Signed says whether
+	// its metadata was signed.
+	BundleID string          `json:"bundleID,omitempty"`
+	Sequence uint64          `json:"sequence,omitempty"`
+	Signed   bool            `json:"signed"`
+	Images   []Image         `json:"images"`
+	Stats    graphcopy.Stats `json:"stats"`
 }
 
 type target struct {
@@ -154,7 +164,44 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 			res.Images = append(res.Images, *im)
 		}
 	}
-	return res, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return res, err
+	}
+	if err := l.Close(); err != nil {
+		return res, err
+	}
+	seal := opts.Seal
+	seal.Images = nil
+	for _, im := range res.Images {
+		seal.Images = append(seal.Images, layout.MetadataImage{
+			Source: im.Source, Repository: im.Repository, Tag: im.Tag, Digest: im.Digest, MediaType: im.MediaType,
+		})
+	}
+	for _, e := range old {
+		if e.Kind == oci.KindImage && !packedNow(res.Images, e) {
+			seal.Images = append(seal.Images, layout.MetadataImage{
+				Source: e.Name(), Repository: e.Repository, Tag: e.Tag, Digest: e.Descriptor.Digest, MediaType: e.Descriptor.MediaType,
+			})
+		}
+	}
+	m, err := bundle.Seal(ctx, opts.Dir, seal)
+	if err != nil {
+		return res, err
+	}
+	res.BundleID, res.Sequence, res.Signed = m.BundleID, m.Sequence, seal.Signer != nil
+	opts.Log.Info("sealed bundle", "dir", opts.Dir, "bundleID", m.BundleID, "sequence", m.Sequence, "files", len(m.Files), "signed", res.Signed)
+	return res, nil
+}
+
+// packedNow reports whether an image of the existing bundle was packed again (same
+// name) in this run.
+func packedNow(images []Image, e layout.Entry) bool {
+	for _, im := range images {
+		if im.Repository == e.Repository && im.Tag == e.Tag && (e.Tag != "" || im.Digest == e.Descriptor.Digest) {
+			return true
+		}
+	}
+	return false
 }
 
 func parseTargets(opts Options) ([]target, error) {

@@ -21,6 +21,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
+	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/graphcopy"
 	"github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/layout"
@@ -40,6 +41,13 @@ type Options struct {
 	Concurrency int
 	// Log receives progress.
 	Log *slog.Logger
+	// Verify says how the whole bundle is verified before anything is pushed: the
+	// signature over its metadata, the series sequence and every file. Required
+	// unless UnsafeSkipVerify.
+	Verify *bundle.VerifyOptions
+	// UnsafeSkipVerify pushes an unverified bundle. Never the default; the command
+	// that sets it says so loudly.
+	UnsafeSkipVerify bool
 }
 
 // Mapping says where one image went.
@@ -60,6 +68,8 @@ type Repository struct {
 
 // Result is what Unpack did.
 type Result struct {
+	// Verification is what was proved before the first push (nil when skipped).
+	Verification *bundle.Report  `json:"verification,omitempty"`
 	Images       []Mapping       `json:"images"`
 	Repositories []Repository    `json:"repositories"`
 	Stats        graphcopy.Stats `json:"stats"`
@@ -96,9 +106,25 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	idx, err := l.ReadIndex()
-	if err != nil {
-		return nil, err
+	res := &Result{}
+	var idx ocispec.Index
+	switch {
+	case opts.UnsafeSkipVerify:
+		opts.Log.Warn("UNSAFE: pushing a bundle whose signature and files were NOT verified", "dir", opts.Dir)
+		if idx, err = l.ReadIndex(); err != nil {
+			return nil, err
+		}
+	case opts.Verify == nil:
+		return nil, fmt.Errorf("%w: unpack needs the bundle's key or identity to verify it", oci.ErrInvalid)
+	default:
+		if res.Verification, err = bundle.Verify(ctx, opts.Dir, *opts.Verify); err != nil {
+			return nil, fmt.Errorf("verifying bundle %s (nothing was pushed): %w", opts.Dir, err)
+		}
+		opts.Log.Info("bundle verified", "bundleID", res.Verification.BundleID, "sequence", res.Verification.Sequence,
+			"files", res.Verification.Files.Files, "bytes", res.Verification.Files.Bytes)
+		if idx, err = l.ReadIndexPinned(fileSHA256(res.Verification.Metadata, layout.IndexFile)); err != nil {
+			return nil, err
+		}
 	}
 	entries, err := layout.ParseEntries(idx)
 	if err != nil {
@@ -124,7 +150,6 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 	}
 	sort.Strings(repos)
 
-	res := &Result{}
 	mounts := &mountIndex{where: map[digest.Digest][]string{}}
 	for _, srcRepo := range repos {
 		ref, err := Destination(opts.To, srcRepo)
@@ -143,7 +168,23 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 			return res, fmt.Errorf("unpacking %s to %s/%s: %w", srcRepo, ref.Registry, ref.Repository, err)
 		}
 	}
+	if v := res.Verification; v != nil && opts.Verify.Replay != nil {
+		if err := opts.Verify.Replay.Accept(v.BundleID, v.Sequence); err != nil {
+			return res, fmt.Errorf("recording bundle %s sequence %d as accepted: %w", v.BundleID, v.Sequence, err)
+		}
+	}
 	return res, nil
+}
+
+// fileSHA256 returns the SHA-256 the metadata lists for path ("" when absent, which
+// no file matches).
+func fileSHA256(m *layout.Metadata, path string) string {
+	for _, f := range m.Files {
+		if f.Path == path {
+			return f.SHA256
+		}
+	}
+	return ""
 }
 
 func addStats(a *graphcopy.Stats, b graphcopy.Stats) {

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/replay"
+	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/layout"
+)
+
+// Exit codes. Verification failures each have their own, so scripts at the air gap
+// can tell them apart; docs/bundle-format.md lists them.
+const (
+	exitFailure     = 1
+	exitUsage       = 2
+	exitUnsigned    = 10
+	exitSignature   = 11
+	exitMetadata    = 12
+	exitReplay      = 13
+	exitFileChanged = 20
+	exitFileMissing = 21
+	exitFileExtra   = 22
+	exitUnsafeFile  = 23
+	exitBlobDigest  = 24
+	exitNotCovered  = 25
+)
+
+var exitCodes = []struct {
+	err  error
+	code int
+}{
+	{signing.ErrInvalidOptions, exitUsage},
+	{bundle.ErrUnsigned, exitUnsigned},
+	{bundle.ErrSignature, exitSignature},
+	{layout.ErrMetadataInvalid, exitMetadata},
+	{replay.ErrReplay, exitReplay},
+	{replay.ErrState, exitReplay},
+	{layout.ErrUnsafeFile, exitUnsafeFile},
+	{layout.ErrBlobDigest, exitBlobDigest},
+	{layout.ErrNotCovered, exitNotCovered},
+	{layout.ErrFileMissing, exitFileMissing},
+	{layout.ErrFileExtra, exitFileExtra},
+	{layout.ErrFileChanged, exitFileChanged},
+}
+
+// exitCode maps an error to the process exit code.
+func exitCode(err error) int {
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	for _, e := range exitCodes {
+		if errors.Is(err, e.err) {
+			return e.code
+		}
+	}
+	return exitFailure
+}

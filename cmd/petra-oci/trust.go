@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/replay"
+	"github.com/petra-oci/petra-oci/internal/signing"
+)
+
+// signFlags are the flags of commands that sign a bundle.
+func signFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "key", Usage: "sign the bundle with this cosign private key `FILE` (password from $COSIGN_PASSWORD) or KMS reference (hashivault://, awskms://, gcpkms://, azurekms://)"},
+	}
+}
+
+func loadSigner(c *cli.Context) (signing.Signer, error) {
+	ref := c.String("key")
+	if ref == "" {
+		return nil, nil
+	}
+	return signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv)
+}
+
+// verifyFlags are the flags of commands that verify a signature: cosign's vocabulary.
+func verifyFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "key", Usage: "public key `FILE` (PEM, cosign.pub) the signature must verify with"},
+		&cli.StringFlag{Name: "certificate-identity", Usage: "keyless: the exact signer `IDENTITY` (certificate SAN)"},
+		&cli.StringFlag{Name: "certificate-identity-regexp", Usage: "keyless: an anchored `REGEXP` (^...$) the signer identity must match"},
+		&cli.StringFlag{Name: "certificate-oidc-issuer", Usage: "keyless: the exact OIDC `ISSUER` of the signer's certificate"},
+		&cli.StringFlag{Name: "certificate-oidc-issuer-regexp", Usage: "keyless: an anchored `REGEXP` the OIDC issuer must match"},
+		&cli.StringFlag{Name: "trusted-root", Usage: "keyless: Sigstore trusted_root.json `FILE` (Fulcio, Rekor, CT logs, TSAs); nothing is fetched"},
+	}
+}
+
+// signatureOptions reads the verify flags. Exactly one mode: --key, or keyless flags
+// with --trusted-root.
+func signatureOptions(c *cli.Context) (signing.VerifyOptions, error) {
+	var o signing.VerifyOptions
+	if k := c.String("key"); k != "" {
+		b, err := os.ReadFile(k)
+		if err != nil {
+			return o, fmt.Errorf("reading public key: %w", err)
+		}
+		o.PublicKey = b
+	}
+	if r := c.String("trusted-root"); r != "" {
+		b, err := os.ReadFile(r)
+		if err != nil {
+			return o, fmt.Errorf("reading trusted root: %w", err)
+		}
+		o.TrustedRoot = b
+	}
+	o.CertificateIdentity = c.String("certificate-identity")
+	o.CertificateIdentityRegexp = c.String("certificate-identity-regexp")
+	o.CertificateOIDCIssuer = c.String("certificate-oidc-issuer")
+	o.CertificateOIDCIssuerRegexp = c.String("certificate-oidc-issuer-regexp")
+	keyless := o.TrustedRoot != nil || o.CertificateIdentity != "" || o.CertificateIdentityRegexp != "" ||
+		o.CertificateOIDCIssuer != "" || o.CertificateOIDCIssuerRegexp != ""
+	switch {
+	case o.PublicKey != nil && keyless:
+		return o, cli.Exit("give either --key or the keyless flags (--certificate-identity[-regexp], --certificate-oidc-issuer[-regexp], --trusted-root), not both", exitUsage)
+	case o.PublicKey == nil && !keyless:
+		return o, cli.Exit("say who must have signed: --key cosign.pub, or --certificate-identity[-regexp] with --certificate-oidc-issuer[-regexp] and --trusted-root", exitUsage)
+	case keyless && o.TrustedRoot == nil:
+		return o, cli.Exit("keyless verification needs --trusted-root (nothing is fetched)", exitUsage)
+	}
+	return o, nil
+}
+
+// replayFlags configure the record of accepted bundle sequences.
+func replayFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "state", Usage: "`FILE` recording the last accepted sequence of each bundle series (default: $XDG_STATE_HOME/petra-oci/series.json)"},
+		&cli.BoolFlag{Name: "allow-replay", Usage: "accept a bundle whose sequence is not newer than the last accepted one (rollback / replay)"},
+	}
+}
+
+// bundleVerifyOptions builds what bundle.Verify needs from the flags.
+func bundleVerifyOptions(c *cli.Context) (*bundle.VerifyOptions, error) {
+	sig, err := signatureOptions(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.Bool("allow-replay") {
+		logger(c).Warn("--allow-replay: an older or repeated bundle of a series will be accepted")
+	}
+	guard, err := replay.New(replay.Options{Path: c.String("state"), AllowReplay: c.Bool("allow-replay")})
+	if err != nil {
+		return nil, err
+	}
+	return &bundle.VerifyOptions{Signature: sig, Replay: guard}, nil
+}

@@ -1,0 +1,205 @@
+// Package bundle seals and verifies a bundle as a whole: it writes the metadata
+// manifest (petra/metadata.json, the SHA-256 of every file) and its Sigstore signature
+// (petra/metadata.sigstore.json), and verifies them offline in the only safe order:
+// the signature over the metadata bytes first, then the metadata, then the series
+// sequence (replay), then every file of the directory against the metadata.
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/oci"
+)
+
+// Errors of bundle verification that are not about one file (those are layout's).
+var (
+	// ErrUnsigned marks a bundle without petra/metadata.sigstore.json, or without
+	// metadata at all.
+	ErrUnsigned = errors.New("bundle is not signed")
+	// ErrSignature marks a signature over the metadata that does not verify with the
+	// given key or identity.
+	ErrSignature = errors.New("bundle signature does not verify")
+)
+
+// ReplayGuard remembers the last sequence accepted per bundle series (replay.Store).
+type ReplayGuard interface {
+	// Check fails when seq is not newer than the last accepted (replay.ErrReplay).
+	Check(bundleID string, seq uint64) error
+	// Accept records seq as the last accepted for bundleID.
+	Accept(bundleID string, seq uint64) error
+}
+
+// SealOptions configure Seal.
+type SealOptions struct {
+	// Images are the packed images recorded in the metadata.
+	Images []layout.MetadataImage
+	// Trust names trust files carried in the bundle (policy, trusted root).
+	Trust []layout.TrustFile
+	// Previous is the metadata of the bundle this one follows in its series; nil
+	// starts a series, unless the directory already holds metadata, which is then
+	// followed.
+	Previous *layout.Metadata
+	// ToolVersion is recorded in the metadata.
+	ToolVersion string
+	// Signer signs the metadata; nil leaves the bundle unsigned (verify refuses it
+	// until `petra-oci sign` signs it).
+	Signer signing.Signer
+	// Workers bounds files hashed at once.
+	Workers int
+}
+
+// Seal writes the metadata manifest of the bundle at dir and, with a signer, its
+// signature. A stale signature is removed first, so a bundle never carries a
+// signature over other metadata.
+func Seal(ctx context.Context, dir string, opts SealOptions) (*layout.Metadata, error) {
+	l, err := layout.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	prev := opts.Previous
+	if prev == nil {
+		if b, err := layout.ReadMetadataBytes(dir); err == nil {
+			if prev, err = layout.ParseMetadata(b); err != nil {
+				return nil, fmt.Errorf("existing metadata of %s: %w", dir, err)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	id, seq, err := layout.NextInSeries(prev)
+	if err != nil {
+		return nil, err
+	}
+	if err := removeIfExists(filepath.Join(dir, filepath.FromSlash(layout.SignaturePath))); err != nil {
+		return nil, err
+	}
+	m, b, err := layout.BuildMetadata(ctx, dir, layout.Metadata{
+		BundleID: id, Sequence: seq,
+		Tool:   layout.ToolInfo{Name: "petra-oci", Version: opts.ToolVersion},
+		Images: opts.Images, Trust: opts.Trust,
+	}, opts.Workers)
+	if err != nil {
+		return nil, fmt.Errorf("building metadata of %s: %w", dir, err)
+	}
+	if err := l.WriteMetadata(b); err != nil {
+		return nil, err
+	}
+	if opts.Signer != nil {
+		if err := writeSignature(ctx, l, opts.Signer, b); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Sign signs the metadata of an existing bundle, after checking that every file of the
+// directory matches it: nothing is signed that the metadata does not describe.
+func Sign(ctx context.Context, dir string, signer signing.Signer, workers int) (*layout.Metadata, error) {
+	if signer == nil {
+		return nil, fmt.Errorf("%w: no signing key", oci.ErrInvalid)
+	}
+	l, err := layout.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	b, err := layout.ReadMetadataBytes(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s has no %s (pack it first)", oci.ErrNotFound, dir, layout.MetadataPath)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, err := layout.ParseMetadata(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := removeIfExists(filepath.Join(dir, filepath.FromSlash(layout.SignaturePath))); err != nil {
+		return nil, err
+	}
+	if _, err := layout.VerifyFiles(ctx, dir, m, layout.VerifyOptions{Workers: workers}); err != nil {
+		return nil, fmt.Errorf("refusing to sign %s: %w", dir, err)
+	}
+	return m, writeSignature(ctx, l, signer, b)
+}
+
+func writeSignature(ctx context.Context, l *layout.Layout, signer signing.Signer, metadata []byte) error {
+	sig, err := signing.SignBlob(ctx, signer, bytes.NewReader(metadata))
+	if err != nil {
+		return fmt.Errorf("signing %s: %w", layout.MetadataPath, err)
+	}
+	return l.WriteFile(layout.SignaturePath, sig)
+}
+
+func removeIfExists(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing stale %s: %w", p, err)
+	}
+	return nil
+}
+
+// VerifyOptions configure Verify.
+type VerifyOptions struct {
+	// Signature says which key or identity must have signed the metadata.
+	Signature signing.VerifyOptions
+	// Replay, when set, refuses a sequence not newer than the last accepted one.
+	Replay ReplayGuard
+	// Workers bounds files hashed at once.
+	Workers int
+}
+
+// Report is what Verify proved.
+type Report struct {
+	Dir       string                 `json:"dir"`
+	Signature *signing.Result        `json:"signature"`
+	Metadata  *layout.Metadata       `json:"-"`
+	BundleID  string                 `json:"bundleID"`
+	Sequence  uint64                 `json:"sequence"`
+	Images    []layout.MetadataImage `json:"images"`
+	Files     *layout.VerifyReport   `json:"files"`
+}
+
+// Verify checks the bundle at dir, offline: the signature over the exact bytes of
+// petra/metadata.json first (nothing of the bundle is parsed before), then the
+// metadata, the series sequence, and every file of the directory.
+func Verify(ctx context.Context, dir string, opts VerifyOptions) (*Report, error) {
+	sig, err := layout.ReadSignatureBytes(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s has no %s", ErrUnsigned, dir, layout.SignaturePath)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b, err := layout.ReadMetadataBytes(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s has no %s", ErrUnsigned, dir, layout.MetadataPath)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res, err := signing.VerifyBlob(ctx, sig, bytes.NewReader(b), opts.Signature)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrSignature, layout.SignaturePath, err)
+	}
+	m, err := layout.ParseMetadata(b)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Dir: dir, Signature: res, Metadata: m, BundleID: m.BundleID, Sequence: m.Sequence, Images: m.Images}
+	if opts.Replay != nil {
+		if err := opts.Replay.Check(m.BundleID, m.Sequence); err != nil {
+			return nil, err
+		}
+	}
+	if rep.Files, err = layout.VerifyFiles(ctx, dir, m, layout.VerifyOptions{Workers: opts.Workers}); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
