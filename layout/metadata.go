@@ -295,6 +295,9 @@ func checkFilePath(p string) error {
 	if p == "" || len(p) > maxPathBytes {
 		return fmt.Errorf("path of %d bytes", len(p))
 	}
+	if !utf8.ValidString(p) {
+		return fmt.Errorf("path %q is not valid UTF-8", p)
+	}
 	for _, r := range p {
 		if r < 0x20 || r == 0x7f || r == '\\' {
 			return fmt.Errorf("path %q has a control character or backslash", p)
@@ -401,11 +404,11 @@ func BuildMetadata(ctx context.Context, dir string, m Metadata, workers int) (*M
 		}
 		m.Trust[i].SHA256 = f.SHA256
 	}
-	if _, _, err := t.coverage(ctx, byPath, m.Images); err != nil {
-		return nil, nil, err
-	}
 	b, err := EncodeMetadata(&m)
 	if err != nil {
+		return nil, nil, err
+	}
+	if _, _, err := t.coverage(ctx, byPath, m.Images); err != nil {
 		return nil, nil, err
 	}
 	return &m, b, nil

@@ -101,7 +101,7 @@ type VerifyReport struct {
 	// Workers is how many files were hashed at once.
 	Workers int `json:"workers"`
 	// Duration is the wall time of the verification.
-	Duration time.Duration `json:"duration"`
+	Duration time.Duration `json:"durationNs"`
 }
 
 // VerifyFiles checks the bundle directory dir against m, which the caller has parsed
@@ -113,6 +113,9 @@ type VerifyReport struct {
 // Nothing is allocated from a size in m.
 func VerifyFiles(ctx context.Context, dir string, m *Metadata, opts VerifyOptions) (*VerifyReport, error) {
 	start := time.Now()
+	if m == nil {
+		return nil, fmt.Errorf("%w: no metadata", ErrMetadataInvalid)
+	}
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
@@ -392,9 +395,13 @@ func (t *tree) hashOne(ctx context.Context, j *job, buf []byte) (File, error) {
 func (t *tree) open(rel string, walked fs.FileInfo) (*os.File, error) {
 	f, err := t.root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return nil, &FileError{Path: rel, Kind: ErrFileMissing, Detail: "disappeared during verification"}
+		case errors.Is(err, fs.ErrPermission):
+			return nil, fmt.Errorf("opening %s: %w", rel, err)
 		}
+		// a symlink swapped in that leaves the root, a loop, …
 		return nil, &FileError{Path: rel, Kind: ErrUnsafeFile, Detail: "cannot be opened safely", Err: err}
 	}
 	fi, err := f.Stat()

@@ -768,3 +768,19 @@ func TestSHA512Blob(t *testing.T) {
 		t.Fatalf("err = %v, want ErrBlobDigest", err)
 	}
 }
+
+func TestBuildMetadataRefusesNonUTF8Names(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := Create(dir)
+	if err := l.WriteIndex(NewIndex(nil)); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "petra/bad-\xff-name", "x")
+	_, _, err := BuildMetadata(context.Background(), dir, Metadata{BundleID: "0123456789abcdef0123456789abcdef", Sequence: 1, Tool: ToolInfo{Name: "t"}}, 0)
+	if !errors.Is(err, ErrMetadataInvalid) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := VerifyFiles(context.Background(), dir, nil, VerifyOptions{}); !errors.Is(err, ErrMetadataInvalid) {
+		t.Fatalf("nil metadata: %v", err)
+	}
+}
