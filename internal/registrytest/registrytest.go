@@ -15,6 +15,12 @@
 //   - InProcess (go-containerregistry v0.22.1) reports a referrer's artifactType as
 //     its config media type, ignoring the manifest's artifactType field, and
 //     ignores the artifactType filter query. Compare referrers by digest there.
+//   - InProcess never sends the OCI-Subject response header. oras-go decides from
+//     that header whether the registry indexed a pushed referrer, so a fresh
+//     remote.Repository pushing a manifest with a subject to InProcess also writes
+//     the referrers tag schema (tag sha256-<hex>), unless it learned the capability
+//     first (Repository.Referrers on any subject, or SetReferrersCapability).
+//     Olareg sends the header.
 //   - Olareg v0.2.2 does not serve /v2/_catalog; Catalog lists its storage
 //     directory instead (see Catalog).
 package registrytest
@@ -264,7 +270,9 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Repository returns an oras-go repository for r.Host/repo over plain HTTP.
+// Repository returns an oras-go repository for r.Host/repo over plain HTTP. Its
+// referrers capability is not set: oras-go discovers it as it would in production
+// (see the package documentation for InProcess).
 func (r *Registry) Repository(t testing.TB, repo string) *remote.Repository {
 	t.Helper()
 	rr, err := remote.NewRepository(r.Host + "/" + repo)
