@@ -110,7 +110,10 @@ func Start(t testing.TB, k Kind) *Registry {
 			if err := os.WriteFile(cfg, []byte(distributionConfig(r.Dir, port)), 0o600); err != nil {
 				return nil, fmt.Errorf("writing distribution config: %w", err)
 			}
-			return exec.Command(bin, "serve", cfg), nil
+			cmd := exec.Command(bin, "serve", cfg)
+			// distribution exports traces to localhost:4318 by default; nothing listens
+			cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+			return cmd, nil
 		})
 	default:
 		t.Fatalf("registrytest: unknown registry kind %q", k)

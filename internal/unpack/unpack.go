@@ -102,26 +102,33 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 	if opts.To == "" {
 		return nil, fmt.Errorf("%w: no destination", oci.ErrInvalid)
 	}
-	l, err := layout.Open(opts.Dir)
-	if err != nil {
-		return nil, err
-	}
 	res := &Result{}
-	var idx ocispec.Index
+	var (
+		l   *layout.Layout
+		idx ocispec.Index
+		err error
+	)
 	switch {
 	case opts.UnsafeSkipVerify:
 		opts.Log.Warn("UNSAFE: pushing a bundle whose signature and files were NOT verified", "dir", opts.Dir)
+		if l, err = layout.Open(opts.Dir); err != nil {
+			return nil, err
+		}
 		if idx, err = l.ReadIndex(); err != nil {
 			return nil, err
 		}
 	case opts.Verify == nil:
 		return nil, fmt.Errorf("%w: unpack needs the bundle's key or identity to verify it", oci.ErrInvalid)
 	default:
+		// nothing of the bundle, not even oci-layout, is read before this passes
 		if res.Verification, err = bundle.Verify(ctx, opts.Dir, *opts.Verify); err != nil {
 			return nil, fmt.Errorf("verifying bundle %s (nothing was pushed): %w", opts.Dir, err)
 		}
 		opts.Log.Info("bundle verified", "bundleID", res.Verification.BundleID, "sequence", res.Verification.Sequence,
 			"files", res.Verification.Files.Files, "bytes", res.Verification.Files.Bytes)
+		if l, err = layout.Open(opts.Dir); err != nil {
+			return nil, err
+		}
 		if idx, err = l.ReadIndexPinned(fileSHA256(res.Verification.Metadata, layout.IndexFile)); err != nil {
 			return nil, err
 		}
