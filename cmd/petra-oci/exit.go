@@ -20,6 +20,7 @@ const (
 	exitSignature   = 11
 	exitMetadata    = 12
 	exitReplay      = 13
+	exitReplayState = 14
 	exitFileChanged = 20
 	exitFileMissing = 21
 	exitFileExtra   = 22
@@ -37,7 +38,7 @@ var exitCodes = []struct {
 	{bundle.ErrSignature, exitSignature},
 	{layout.ErrMetadataInvalid, exitMetadata},
 	{replay.ErrReplay, exitReplay},
-	{replay.ErrState, exitReplay},
+	{replay.ErrState, exitReplayState},
 	{layout.ErrUnsafeFile, exitUnsafeFile},
 	{layout.ErrBlobDigest, exitBlobDigest},
 	{layout.ErrNotCovered, exitNotCovered},

@@ -48,7 +48,8 @@ func verifyCommand() *cli.Command {
 		Description: `Order: the signature over petra/metadata.json (nothing else is read before it
 verifies), the metadata, the bundle series sequence against the last accepted one, then
 every file streamed and hashed. Fails with a specific exit code per problem:
-10 unsigned, 11 bad signature, 12 invalid metadata, 13 replay, 20 changed file,
+10 unsigned, 11 bad signature, 12 invalid metadata, 13 replay, 14 unusable replay
+state, 20 changed file,
 21 missing file, 22 extra file, 23 symlink/device/FIFO/escaping path, 24 blob not
 matching its name, 25 index entry or blob not covered by the metadata.
 verify records nothing; unpack records the sequence once it has pushed the bundle.`,
