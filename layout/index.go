@@ -21,23 +21,33 @@ const MaxIndexBytes = 32 << 20
 
 // ReadIndex reads and checks index.json. A layout without one has an empty index.
 func (l *Layout) ReadIndex() (ocispec.Index, error) {
-	f, err := openRegular(l.path(IndexFile))
+	b, err := l.readIndexBytes()
 	if errors.Is(err, fs.ErrNotExist) {
 		return NewIndex(nil), nil
 	}
 	if err != nil {
-		return ocispec.Index{}, fmt.Errorf("opening %s: %w", l.path(IndexFile), err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxIndexBytes+1))
-	if err != nil {
-		return ocispec.Index{}, fmt.Errorf("reading %s: %w", l.path(IndexFile), err)
+		return ocispec.Index{}, err
 	}
 	idx, err := ParseIndex(b)
 	if err != nil {
 		return ocispec.Index{}, fmt.Errorf("%s: %w", l.path(IndexFile), err)
 	}
 	return idx, nil
+}
+
+// readIndexBytes reads index.json, a regular file, bounded by MaxIndexBytes (+1, so
+// that ParseIndex sees an oversized one).
+func (l *Layout) readIndexBytes() ([]byte, error) {
+	f, err := openRegular(l.path(IndexFile))
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", l.path(IndexFile), err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxIndexBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", l.path(IndexFile), err)
+	}
+	return b, nil
 }
 
 // ParseIndex parses the bytes of an index.json and checks every entry.

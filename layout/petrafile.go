@@ -2,7 +2,6 @@ package layout
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -34,14 +33,9 @@ func (l *Layout) WriteFile(rel string, b []byte) error {
 // one even if the file was swapped in between (every blob it reaches is then verified
 // against its digest while read).
 func (l *Layout) ReadIndexPinned(sha256Hex string) (ocispec.Index, error) {
-	f, err := openRegular(l.path(IndexFile))
+	b, err := l.readIndexBytes()
 	if err != nil {
-		return ocispec.Index{}, fmt.Errorf("opening %s: %w", l.path(IndexFile), err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxIndexBytes+1))
-	if err != nil {
-		return ocispec.Index{}, fmt.Errorf("reading %s: %w", l.path(IndexFile), err)
+		return ocispec.Index{}, err
 	}
 	if got := digest.FromBytes(b).Encoded(); got != sha256Hex {
 		return ocispec.Index{}, fmt.Errorf("%w: %s changed since it was verified", ErrFileChanged, l.path(IndexFile))
