@@ -75,9 +75,30 @@ type Result struct {
 	// SignedAt is the earliest verified time (transparency-log integrated
 	// time or RFC 3161 timestamp); zero when none was verified (key mode).
 	SignedAt time.Time
+	// TimeSource says what proved SignedAt: TimeSourceTlog (a transparency-log
+	// entry's integrated time, under its SET) or TimeSourceRFC3161 (a signed
+	// timestamp); "" when SignedAt is zero.
+	TimeSource string
 	// PredicateType is the in-toto predicate type of a DSSE bundle's signed
 	// statement ("" for a message signature).
 	PredicateType string
+}
+
+// Time sources reported in Result.TimeSource.
+const (
+	TimeSourceTlog    = "tlog"
+	TimeSourceRFC3161 = "rfc3161"
+)
+
+// timeSource maps sigstore-go's verified timestamp type to a Result time source.
+func timeSource(t string) string {
+	switch t {
+	case "Tlog":
+		return TimeSourceTlog
+	case "TimestampAuthority":
+		return TimeSourceRFC3161
+	}
+	return strings.ToLower(t)
 }
 
 // verifyConfig holds what only tests change.
@@ -118,6 +139,47 @@ func verifyBlob(ctx context.Context, bundleJSON []byte, content io.Reader, opts 
 	if err := b.UnmarshalJSON(bundleJSON); err != nil {
 		return nil, fmt.Errorf("signing: %w: %w", ErrMalformedBundle, err)
 	}
+	return verifyParsed(ctx, b, identity, artifactOpt, digestAlg, opts, cfg)
+}
+
+// Trust is trust material already loaded, for VerifyBundle.
+type Trust struct {
+	// Material replaces VerifyOptions.TrustedRoot in keyless mode (one trusted
+	// root parsed once for many verifications).
+	Material root.TrustedMaterial
+	// SkipSCTs drops the keyless requirement of an SCT. Only for test trust
+	// material whose Fulcio embeds none (sigstore-go's VirtualSigstore); never
+	// set it from configuration.
+	SkipSCTs bool
+}
+
+// VerifyBundle is VerifyBlob for a bundle already parsed (e.g. one built from
+// a legacy cosign signature), with trust material already loaded. The checks,
+// thresholds and errors are VerifyBlob's.
+func VerifyBundle(ctx context.Context, b *bundle.Bundle, content io.Reader, opts VerifyOptions, trust Trust) (*Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if b == nil || b.Bundle == nil {
+		return nil, fmt.Errorf("signing: %w: no bundle", ErrMalformedBundle)
+	}
+	cfg := verifyConfig{trustedMaterial: trust.Material, minSCTs: 1}
+	if trust.SkipSCTs {
+		cfg.minSCTs = 0
+	}
+	identity, err := checkOptions(opts, len(opts.PublicKey) > 0, cfg)
+	if err != nil {
+		return nil, err
+	}
+	artifactOpt, digestAlg, err := artifactPolicy(ctx, content, opts.ArtifactDigest)
+	if err != nil {
+		return nil, err
+	}
+	return verifyParsed(ctx, b, identity, artifactOpt, digestAlg, opts, cfg)
+}
+
+func verifyParsed(ctx context.Context, b *bundle.Bundle, identity verify.CertificateIdentity, artifactOpt verify.ArtifactPolicyOption, digestAlg string, opts VerifyOptions, cfg verifyConfig) (*Result, error) {
+	keyMode := len(opts.PublicKey) > 0
 	vc, err := b.VerificationContent()
 	if err != nil {
 		return nil, fmt.Errorf("signing: %w: %w", ErrMalformedBundle, err)
@@ -201,6 +263,7 @@ func verifyBlob(ctx context.Context, bundleJSON []byte, content io.Reader, opts 
 	for _, ts := range res.VerifiedTimestamps {
 		if r.SignedAt.IsZero() || ts.Timestamp.Before(r.SignedAt) {
 			r.SignedAt = ts.Timestamp.UTC()
+			r.TimeSource = timeSource(ts.Type)
 		}
 	}
 	if res.Statement != nil {
@@ -367,3 +430,27 @@ func classify(err error) error {
 	}
 	return ErrBadSignature
 }
+
+// CheckAnchoredRegexp returns an error wrapping ErrInvalidOptions unless expr
+// compiles and is anchored at both ends (^...$, alternatives inside a group),
+// the rule VerifyBlob applies to identity and issuer regexps.
+func CheckAnchoredRegexp(expr string) error { return checkAnchored(expr) }
+
+// PublicKeyVerifier parses a PEM public key (PKIX, as cosign.pub) and returns
+// the verifier cosign uses for signatures over raw content (a legacy cosign
+// payload, a DSSE pre-authentication encoding): ECDSA with the curve's hash,
+// RSA PKCS #1 v1.5 with SHA-256, pure Ed25519. keyID is base64(SHA-256(PKIX)).
+// Errors wrap ErrInvalidOptions (not a public key) or ErrWrongKeyType.
+func PublicKeyVerifier(pemKey []byte) (v signature.Verifier, keyID string, err error) {
+	pub, v, err := keyVerifier(pemKey, true)
+	if err != nil {
+		return nil, "", err
+	}
+	if keyID, err = KeyID(pub); err != nil {
+		return nil, "", fmt.Errorf("signing: %w: %w", ErrWrongKeyType, err)
+	}
+	return v, keyID, nil
+}
+
+// KeyID is base64(SHA-256(PKIX DER)) of pub, the key id Result reports.
+func KeyID(pub crypto.PublicKey) (string, error) { return keyID(pub) }

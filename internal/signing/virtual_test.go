@@ -162,3 +162,33 @@ func TestVirtualSigstoreKeyless(t *testing.T) {
 		})
 	}
 }
+
+func TestVerifyBundleParsedWithTrust(t *testing.T) {
+	ctx := context.Background()
+	vs, err := ca.NewVirtualSigstore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const identity, issuer = "officer@petra.example", "https://oidc.petra.example"
+	artifact := []byte(`{"image":"manifest"}`)
+	b := &bundle.Bundle{}
+	if err := b.UnmarshalJSON(virtualBundle(t, vs, identity, issuer, artifact)); err != nil {
+		t.Fatal(err)
+	}
+	opts := VerifyOptions{CertificateIdentity: identity, CertificateOIDCIssuer: issuer}
+	res, err := VerifyBundle(ctx, b, bytes.NewReader(artifact), opts, Trust{Material: vs, SkipSCTs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Identity != identity || res.SignedAt.IsZero() || (res.TimeSource != TimeSourceTlog && res.TimeSource != TimeSourceRFC3161) {
+		t.Fatalf("result %+v", res)
+	}
+	// The SCT requirement stays unless dropped explicitly.
+	_, err = VerifyBundle(ctx, b, bytes.NewReader(artifact), opts, Trust{Material: vs})
+	wantErr(t, err, ErrUntrustedChain)
+	// No trust material at all.
+	_, err = VerifyBundle(ctx, b, bytes.NewReader(artifact), opts, Trust{})
+	wantErr(t, err, ErrInvalidOptions)
+	_, err = VerifyBundle(ctx, nil, bytes.NewReader(artifact), opts, Trust{Material: vs})
+	wantErr(t, err, ErrMalformedBundle)
+}
