@@ -810,22 +810,23 @@ func TestCLIRefusesBadInput(t *testing.T) {
 	}
 	neverDir := filepath.Join(t.TempDir(), "never")
 	keys := newBundleKeys(t)
-	// Flags go before DIR: urfave/cli v2 stops parsing flags at the first argument.
 	for _, c := range []struct {
 		name   string
 		args   []string
 		stderr string // a fragment the message must hold
-		usage  bool   // a usage error: urfave/cli prints the command help on stdout
+		usage  bool   // urfave/cli prints the command help on stdout (unknown command)
 	}{
 		{"pack without --image or -f", []string{"pack", "-o", neverDir}, "--image", false},
-		{"pack without -o", []string{"pack", "--image", "127.0.0.1:1/a/b:c"}, `"dir"`, true},
+		{"pack without -o", []string{"pack", "--image", "127.0.0.1:1/a/b:c"}, "--dir is required", false},
 		{"pack --output yaml", []string{"pack", "--image", "127.0.0.1:1/a/b:c", "-o", neverDir, "--output", "yaml"}, "yaml", false},
 		{"pack of a missing images file", []string{"pack", "-f", filepath.Join(neverDir, "images.yaml"), "-o", neverDir}, "images.yaml", false},
 		// the message names the directory (unpack verifies first, so it may say it is
 		// not a layout or that it carries no signed metadata)
 		{"unpack of a directory that is not a layout", unpackArgs(keys, "127.0.0.1:1/mirror", notLayout), notLayout, false},
 		{"unpack of a missing directory", unpackArgs(keys, "127.0.0.1:1/mirror", neverDir), neverDir, false},
-		{"unpack without --to", []string{"unpack", emptyLayout}, `"to"`, true},
+		{"unpack without --to", []string{"unpack", emptyLayout}, "--to is required", false},
+		// flags after DIR are parsed too: this gets past --to and fails on the key
+		{"unpack DIR --to (flags after DIR)", []string{"unpack", emptyLayout, "--to", "127.0.0.1:1/mirror"}, "say who must have signed", false},
 		{"unpack without DIR", []string{"unpack", "--to", "127.0.0.1:1/mirror"}, "DIR", false},
 		{"unpack --output yaml", unpackArgs(keys, "127.0.0.1:1/mirror", emptyLayout, "--output", "yaml"), "yaml", false},
 		{"inspect --output yaml", []string{"inspect", "--output", "yaml", emptyLayout}, "yaml", false},

@@ -30,7 +30,7 @@ func registryClient(c *cli.Context) (*remote.Client, error) {
 }
 
 func outputFlag() cli.Flag {
-	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "result format: text or json"}
+	return &cli.StringFlag{Name: "output", Value: "text", Usage: "result format: text or json"}
 }
 
 // wantJSON reports whether --output asks for JSON, refusing unknown formats.
@@ -41,11 +41,22 @@ func wantJSON(c *cli.Context) (bool, error) {
 	case "json":
 		return true, nil
 	}
-	return false, cli.Exit(fmt.Sprintf("--output %q: want text or json", c.String("output")), 2)
+	return false, cli.Exit(fmt.Sprintf("--output %q: want text or json", c.String("output")), exitUsage)
 }
 
 func writeJSON(c *cli.Context, v any) error {
 	enc := json.NewEncoder(c.App.Writer)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// required returns a usage error (exit 2, message on stderr) when flag is unset.
+// Flags are not marked Required: urfave/cli would print the help on stdout.
+func required(c *cli.Context, flags ...string) error {
+	for _, f := range flags {
+		if c.String(f) == "" {
+			return cli.Exit(c.Command.Name+": --"+f+" is required (see --help)", exitUsage)
+		}
+	}
+	return nil
 }

@@ -18,7 +18,7 @@ func inspectCommand() *cli.Command {
 		Flags:     []cli.Flag{outputFlag()},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return cli.Exit("inspect: give exactly one bundle DIR", 2)
+				return cli.Exit("inspect: give exactly one bundle DIR", exitUsage)
 			}
 			asJSON, err := wantJSON(c)
 			if err != nil {

@@ -23,7 +23,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(os.Stdout, os.Stderr)
-	if err := app.RunContext(ctx, os.Args); err != nil {
+	if err := app.RunContext(ctx, interspersed(app, os.Args)); err != nil {
 		fmt.Fprintf(os.Stderr, "petra-oci: %v\n", err)
 		os.Exit(exitCode(err))
 	}

@@ -26,12 +26,15 @@ Examples:
 		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "image", Aliases: []string{"i"}, Usage: "image `REF` to pack (host/path:tag or @digest); repeatable"},
 			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "images `FILE` (YAML: images: [{ref: ..., platforms: [...]}])"},
-			&cli.StringFlag{Name: "dir", Aliases: []string{"o"}, Required: true, Usage: "bundle `DIR` to write (created or added to)"},
+			&cli.StringFlag{Name: "dir", Aliases: []string{"o"}, Usage: "bundle `DIR` to write (created or added to)"},
 			&cli.StringSliceFlag{Name: "platform", Usage: "keep only this `OS/ARCH[/VARIANT]` of multi-platform images; repeatable"},
-			&cli.StringFlag{Name: "output", Value: "text", Usage: "result format: text or json"},
+			outputFlag(),
 			&cli.StringFlag{Name: "series-from", Usage: "continue the bundle series of this previous petra/metadata.json `FILE` (its bundle id, sequence + 1); default: the series of DIR's existing metadata, else a new series"},
 		}, append(signFlags(), registryFlags()...)...),
 		Action: func(c *cli.Context) error {
+			if err := required(c, "dir"); err != nil {
+				return err
+			}
 			asJSON, err := wantJSON(c)
 			if err != nil {
 				return err
@@ -48,7 +51,7 @@ Examples:
 				images = append(images, more...)
 			}
 			if len(images) == 0 {
-				return cli.Exit("pack: name at least one image with --image or --file", 2)
+				return cli.Exit("pack: name at least one image with --image or --file", exitUsage)
 			}
 			client, err := registryClient(c)
 			if err != nil {

@@ -25,13 +25,16 @@ does: the signature over its metadata (--key, or the keyless flags with --truste
 the bundle series sequence (--state), and every file. The sequence is recorded once the
 push has succeeded, so the same or an older bundle is refused next time.`,
 		Flags: append(append(append([]cli.Flag{
-			&cli.StringFlag{Name: "to", Required: true, Usage: "destination `HOST[:PORT][/PREFIX]`"},
+			&cli.StringFlag{Name: "to", Usage: "destination `HOST[:PORT][/PREFIX]`"},
 			outputFlag(),
 			&cli.BoolFlag{Name: "unsafe-skip-verify", Usage: "UNSAFE: push without verifying the bundle's signature and files"},
 		}, verifyFlags()...), replayFlags()...), registryFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return cli.Exit("unpack: give exactly one bundle DIR", 2)
+				return cli.Exit("unpack: give exactly one bundle DIR", exitUsage)
+			}
+			if err := required(c, "to"); err != nil {
+				return err
 			}
 			asJSON, err := wantJSON(c)
 			if err != nil {
@@ -44,7 +47,7 @@ push has succeeded, so the same or an older bundle is refused next time.`,
 			opts := unpack.Options{
 				Dir: c.Args().First(), To: c.String("to"), Client: client,
 				Concurrency: c.Int("concurrency"), Log: logger(c),
-				UnsafeSkipVerify: c.Bool("unsafe-skip-verify") || !verificationAsked(c),
+				UnsafeSkipVerify: c.Bool("unsafe-skip-verify"),
 			}
 			if !opts.UnsafeSkipVerify {
 				if opts.Verify, err = bundleVerifyOptions(c); err != nil {
@@ -76,16 +79,4 @@ push has succeeded, so the same or an older bundle is refused next time.`,
 			return err
 		},
 	}
-}
-
-// verificationAsked reports whether any verification flag was given.
-// TRANSITION: until every caller passes them, unpack without them warns loudly and
-// does not verify; it will refuse instead.
-func verificationAsked(c *cli.Context) bool {
-	for _, f := range []string{"key", "certificate-identity", "certificate-identity-regexp", "certificate-oidc-issuer", "certificate-oidc-issuer-regexp", "trusted-root"} {
-		if c.IsSet(f) {
-			return true
-		}
-	}
-	return false
 }

@@ -106,11 +106,14 @@ func verifyBlobCommand() *cli.Command {
 		Usage:     "verify a Sigstore bundle over any file, offline (as cosign verify-blob --bundle)",
 		ArgsUsage: "FILE",
 		Flags: append(verifyFlags(),
-			&cli.StringFlag{Name: "bundle", Required: true, Usage: "Sigstore bundle `FILE` (v0.1 to v0.3)"},
+			&cli.StringFlag{Name: "bundle", Usage: "Sigstore bundle `FILE` (v0.1 to v0.3)"},
 			&cli.StringFlag{Name: "digest", Usage: "verify against this artifact `DIGEST` (sha256:<hex>, sha512:<hex>) instead of FILE"},
 			outputFlag(),
 		),
 		Action: func(c *cli.Context) error {
+			if err := required(c, "bundle"); err != nil {
+				return err
+			}
 			asJSON, err := wantJSON(c)
 			if err != nil {
 				return err

@@ -170,6 +170,9 @@ type Report struct {
 // petra/metadata.json first (nothing of the bundle is parsed before), then the
 // metadata, the series sequence, and every file of the directory.
 func Verify(ctx context.Context, dir string, opts VerifyOptions) (*Report, error) {
+	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("%w: %s is not a bundle directory", oci.ErrInvalid, dir)
+	}
 	sig, err := layout.ReadSignatureBytes(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s has no %s", ErrUnsigned, dir, layout.SignaturePath)

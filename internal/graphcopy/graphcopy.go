@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -64,6 +65,8 @@ type Node struct {
 	Manifest   *oci.Manifest
 	// Parent is the index the node was reached through, or nil for the root.
 	Parent *ocispec.Descriptor
+	// Position is the node's place in its parent's manifests list.
+	Position int
 }
 
 // Stats count what a Copier did.
@@ -113,7 +116,7 @@ func (c *Copier) Stats() Stats {
 func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, include func(child ocispec.Descriptor) bool) ([]Node, error) {
 	var mu sync.Mutex
 	var nodes []Node
-	err := c.copyManifest(ctx, src, root, nil, include, func(n Node) {
+	err := c.copyManifest(ctx, src, root, nil, 0, include, func(n Node) {
 		mu.Lock()
 		nodes = append(nodes, n)
 		mu.Unlock()
@@ -121,22 +124,21 @@ func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, 
 	if err != nil {
 		return nil, err
 	}
-	// root first, children in index order
-	out := make([]Node, 0, len(nodes))
-	for _, n := range nodes {
-		if n.Parent == nil {
-			out = append(out, n)
+	// root first, children in index order (copies finish in any order)
+	slices.SortStableFunc(nodes, func(a, b Node) int {
+		if (a.Parent == nil) != (b.Parent == nil) {
+			if a.Parent == nil {
+				return -1
+			}
+			return 1
 		}
-	}
-	for _, n := range nodes {
-		if n.Parent != nil {
-			out = append(out, n)
-		}
-	}
+		return a.Position - b.Position
+	})
+	out := nodes
 	return out, nil
 }
 
-func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Descriptor, parent *ocispec.Descriptor, include func(ocispec.Descriptor) bool, visit func(Node)) error {
+func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Descriptor, parent *ocispec.Descriptor, position int, include func(ocispec.Descriptor) bool, visit func(Node)) error {
 	if !oci.IsManifest(desc.MediaType) {
 		return fmt.Errorf("%w: %s has media type %q, not a manifest", oci.ErrUnsupported, desc.Digest, desc.MediaType)
 	}
@@ -152,17 +154,17 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 	if err != nil {
 		return err
 	}
-	visit(Node{Descriptor: desc, Manifest: m, Parent: parent})
+	visit(Node{Descriptor: desc, Manifest: m, Parent: parent, Position: position})
 
 	g, gctx := errgroup.WithContext(ctx)
 	if oci.IsIndex(desc.MediaType) {
-		for _, child := range m.Manifests {
+		for i, child := range m.Manifests {
 			if include != nil && !include(child) {
 				continue
 			}
 			g.Go(func() error {
 				if oci.IsManifest(child.MediaType) {
-					return c.copyManifest(gctx, src, child, &desc, include, visit)
+					return c.copyManifest(gctx, src, child, &desc, i, include, visit)
 				}
 				return c.copyBlob(gctx, src, child)
 			})

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -302,21 +301,6 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 	img := &Image{Source: t.spec.Ref, Repository: t.ref, Tag: t.tag, Digest: root.Digest, MediaType: root.MediaType}
 	rootDesc := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
 	entries := []layout.Entry{layout.ImageEntry(rootDesc, t.ref, t.tag)}
-	// graphcopy reports children as their copies finish; list them in index order so
-	// that the result (and --output json) is the same on every run
-	pos := map[digest.Digest]int{}
-	for i, d := range nodes[0].Manifest.Manifests {
-		if _, dup := pos[d.Digest]; !dup {
-			pos[d.Digest] = i
-		}
-	}
-	rank := func(n graphcopy.Node) int {
-		if i, ok := pos[n.Descriptor.Digest]; ok {
-			return i
-		}
-		return len(pos)
-	}
-	slices.SortStableFunc(nodes[1:], func(a, b graphcopy.Node) int { return rank(a) - rank(b) })
 	for _, n := range nodes[1:] {
 		if n.Descriptor.Platform != nil {
 			img.Platforms = append(img.Platforms, oci.PlatformString(n.Descriptor.Platform))
