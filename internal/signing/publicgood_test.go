@@ -189,6 +189,9 @@ func TestPublicGood(t *testing.T) {
 				if got := res.SignedAt.Format(time.RFC3339); got != tc.signedAt {
 					t.Errorf("SignedAt = %s, want %s (the log's integrated time)", got, tc.signedAt)
 				}
+				if res.TimeSource != TimeSourceTlog {
+					t.Errorf("TimeSource = %q, want %q", res.TimeSource, TimeSourceTlog)
+				}
 			}
 			if tc.predType != "" && res.PredicateType != tc.predType {
 				t.Errorf("PredicateType = %q, want %q", res.PredicateType, tc.predType)

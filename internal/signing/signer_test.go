@@ -248,3 +248,22 @@ func TestSignBlobCancelled(t *testing.T) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
+
+func TestReadBundle(t *testing.T) {
+	b, err := ReadBundle(strings.NewReader(`{"mediaType":"x"}`))
+	if err != nil || string(b) != `{"mediaType":"x"}` {
+		t.Fatalf("ReadBundle = %q, %v", b, err)
+	}
+	// An endless reader: refused after MaxBundleSize+1 bytes, not read to the end.
+	_, err = ReadBundle(endless{})
+	wantErr(t, err, ErrMalformedBundle)
+}
+
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = ' '
+	}
+	return len(p), nil
+}

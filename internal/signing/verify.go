@@ -26,6 +26,19 @@ import (
 // io.LimitReader(r, MaxBundleSize+1) so a larger one is refused, not loaded.
 const MaxBundleSize = 16 << 20
 
+// ReadBundle reads a bundle from r, refusing (ErrMalformedBundle) one larger
+// than MaxBundleSize without reading more than one byte past the limit.
+func ReadBundle(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxBundleSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("signing: reading the bundle: %w", err)
+	}
+	if len(b) > MaxBundleSize {
+		return nil, fmt.Errorf("signing: %w: larger than the %d bytes allowed", ErrMalformedBundle, MaxBundleSize)
+	}
+	return b, nil
+}
+
 // Verification modes reported in Result.Mode.
 const (
 	ModeKey     = "key"
