@@ -30,6 +30,9 @@ const (
 	// MaxEnvelopeBytes bounds a DSSE envelope (.att layer) or a Sigstore bundle
 	// layer; SBOM attestations of large images run to megabytes.
 	MaxEnvelopeBytes = 32 << 20
+	// MaxLayers bounds the layers read from one .sig or .att manifest; the
+	// rest are rejected unread.
+	MaxLayers = 64
 )
 
 // Fetcher reads content by descriptor: a registry repository (oras-go
@@ -124,7 +127,7 @@ func Verify(ctx context.Context, f Fetcher, rule *policy.ImageRule, img Image, o
 	rs.label = "root " + img.Root.Digest.String()
 	failures = append(failures, errs...)
 	if !rs.signed(rule) {
-		failures = append(failures, withCauses(fmt.Errorf("%s: %w%s", rs.label, ErrNoValidSignature, rs.noneFound()), rs.sigRejections))
+		failures = append(failures, withCauses(fmt.Errorf("%s: %w%s", rs.label, ErrNoValidSignature, rs.noneFound()), rs.signatureCauses(rule)))
 	}
 	failures = append(failures, v.requireAttestations(rs)...)
 	res.Root = rs.Subject
@@ -134,7 +137,7 @@ func Verify(ctx context.Context, f Fetcher, rule *policy.ImageRule, img Image, o
 		cs.label = fmt.Sprintf("child %s (%s)", c.Digest, oci.PlatformString(c.Platform))
 		failures = append(failures, errs...)
 		if rule.RequireChildSignatures && !cs.signed(rule) {
-			failures = append(failures, withCauses(fmt.Errorf("%s: %w%s", cs.label, ErrChildUnsigned, cs.noneFound()), cs.sigRejections))
+			failures = append(failures, withCauses(fmt.Errorf("%s: %w%s", cs.label, ErrChildUnsigned, cs.noneFound()), cs.signatureCauses(rule)))
 		}
 		if rule.RequireChildAttestations {
 			failures = append(failures, v.requireAttestations(cs)...)
@@ -217,10 +220,18 @@ type subjectState struct {
 	statements map[digest.Digest]*statement
 }
 
+// signatureCauses are the rejections that may explain a missing signature.
+func (s *subjectState) signatureCauses(rule *policy.ImageRule) []error {
+	if rule.CountAttestationsAsSignatures {
+		return append(slices.Clone(s.sigRejections), s.attRejections...)
+	}
+	return s.sigRejections
+}
+
 // noneFound says, for a subject without a valid signature, that nothing was
 // even attached.
 func (s *subjectState) noneFound() string {
-	if len(s.sigRejections) == 0 && len(s.Signatures) == 0 {
+	if len(s.sigRejections) == 0 && len(s.attRejections) == 0 && len(s.Signatures) == 0 && len(s.Attestations) == 0 {
 		return " (none attached)"
 	}
 	return ""
@@ -269,6 +280,10 @@ func (v *verifier) subject(ctx context.Context, desc ocispec.Descriptor, atts []
 		if err != nil {
 			s.reject(Source{Form: form, Manifest: a.Descriptor.Digest}, err, form != FormCosignSig)
 			continue
+		}
+		if len(m.Layers) > MaxLayers {
+			s.reject(Source{Form: form, Manifest: a.Descriptor.Digest}, fmt.Errorf("%w: %d layers, more than the %d read", ErrMalformed, len(m.Layers), MaxLayers), form != FormCosignSig)
+			m.Layers = m.Layers[:MaxLayers]
 		}
 		switch form {
 		case FormCosignSig:
