@@ -6,6 +6,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/imageverify"
+	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/replay"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
@@ -27,6 +29,10 @@ const (
 	exitUnsafeFile  = 23
 	exitBlobDigest  = 24
 	exitNotCovered  = 25
+	exitImage       = 30 // an image fails the policy (signatures, attestations)
+	exitTrust       = 31 // the bundle carries trust material other than the pinned one
+	exitSource      = 32 // a source outside the policy's allow-list
+	exitPolicy      = 33 // the policy file is invalid, or no rule matches
 )
 
 var exitCodes = []struct {
@@ -45,6 +51,20 @@ var exitCodes = []struct {
 	{layout.ErrFileMissing, exitFileMissing},
 	{layout.ErrFileExtra, exitFileExtra},
 	{layout.ErrFileChanged, exitFileChanged},
+	{bundle.ErrTrustMismatch, exitTrust},
+	{policy.ErrSourceNotAllowed, exitSource},
+	{policy.ErrInvalidPolicy, exitPolicy},
+	{policy.ErrNoRule, exitPolicy},
+	{imageverify.ErrNoValidSignature, exitImage},
+	{imageverify.ErrIdentity, exitImage},
+	{imageverify.ErrDigestMismatch, exitImage},
+	{imageverify.ErrMissingAttestation, exitImage},
+	{imageverify.ErrAttestationCheck, exitImage},
+	{imageverify.ErrChildUnsigned, exitImage},
+	{imageverify.ErrCertificateRequired, exitImage},
+	{imageverify.ErrNoTrustedTime, exitImage},
+	{imageverify.ErrTlog, exitImage},
+	{imageverify.ErrMalformed, exitImage},
 }
 
 // exitCode maps an error to the process exit code.

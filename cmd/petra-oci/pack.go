@@ -30,7 +30,9 @@ Examples:
 			&cli.StringSliceFlag{Name: "platform", Usage: "keep only this `OS/ARCH[/VARIANT]` of multi-platform images; repeatable"},
 			outputFlag(),
 			&cli.StringFlag{Name: "series-from", Usage: "continue the bundle series of this previous petra/metadata.json `FILE` (its bundle id, sequence + 1); default: the series of DIR's existing metadata, else a new series"},
-		}, append(signFlags(), registryFlags()...)...),
+			trustedRootFlag(),
+			&cli.BoolFlag{Name: "no-evidence", Usage: "do not attach a signed SLSA verification summary to each verified image"},
+		}, append(append(signFlags(), policyFlags()...), registryFlags()...)...),
 		Action: func(c *cli.Context) error {
 			if err := required(c, "dir"); err != nil {
 				return err
@@ -74,10 +76,22 @@ Examples:
 					return fmt.Errorf("--series-from %s: %w", f, err)
 				}
 			}
-			res, err := pack.Pack(c.Context, pack.Options{
+			ip, err := imagePolicy(c)
+			if err != nil {
+				return err
+			}
+			popts := pack.Options{
 				Images: images, Platforms: c.StringSlice("platform"), Dir: c.String("dir"),
 				Client: client, Concurrency: c.Int("concurrency"), Log: logger(c), Seal: seal,
-			})
+			}
+			if ip != nil {
+				popts.Policy, popts.TrustedMaterial = ip.Policy, ip.TrustedMaterial
+				popts.PolicyFile, popts.TrustedRootFile = ip.PolicyFile, ip.TrustedRootFile
+				popts.Evidence = signer != nil && !c.Bool("no-evidence")
+			} else {
+				logger(c).Warn("no --policy or --image-key: image signatures are NOT verified at pack")
+			}
+			res, err := pack.Pack(c.Context, popts)
 			if res != nil {
 				if asJSON {
 					if jerr := writeJSON(c, res); jerr != nil {

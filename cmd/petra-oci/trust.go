@@ -34,7 +34,7 @@ func verifyFlags() []cli.Flag {
 		&cli.StringFlag{Name: "certificate-identity-regexp", Usage: "keyless: an anchored `REGEXP` (^...$) the signer identity must match"},
 		&cli.StringFlag{Name: "certificate-oidc-issuer", Usage: "keyless: the exact OIDC `ISSUER` of the signer's certificate"},
 		&cli.StringFlag{Name: "certificate-oidc-issuer-regexp", Usage: "keyless: an anchored `REGEXP` the OIDC issuer must match"},
-		&cli.StringFlag{Name: "trusted-root", Usage: "keyless: Sigstore trusted_root.json `FILE` (Fulcio, Rekor, CT logs, TSAs); nothing is fetched"},
+		&cli.StringFlag{Name: "trusted-root", Usage: "Sigstore trusted_root.json `FILE` (Fulcio, Rekor, CT logs, TSAs) for keyless signatures of the bundle and of images; nothing is fetched"},
 	}
 }
 
@@ -60,25 +60,30 @@ func signatureOptions(c *cli.Context) (signing.VerifyOptions, error) {
 	o.CertificateIdentityRegexp = c.String("certificate-identity-regexp")
 	o.CertificateOIDCIssuer = c.String("certificate-oidc-issuer")
 	o.CertificateOIDCIssuerRegexp = c.String("certificate-oidc-issuer-regexp")
-	keyless := o.TrustedRoot != nil || o.CertificateIdentity != "" || o.CertificateIdentityRegexp != "" ||
+	// --trusted-root also serves keyless image signatures, so it alone is no keyless mode
+	keyless := o.CertificateIdentity != "" || o.CertificateIdentityRegexp != "" ||
 		o.CertificateOIDCIssuer != "" || o.CertificateOIDCIssuerRegexp != ""
+	if !keyless {
+		o.TrustedRoot = nil
+	}
 	switch {
 	case o.PublicKey != nil && keyless:
-		return o, cli.Exit("give either --key or the keyless flags (--certificate-identity[-regexp], --certificate-oidc-issuer[-regexp], --trusted-root), not both", exitUsage)
+		return o, cli.Exit("give either --key or the keyless flags (--certificate-identity[-regexp], --certificate-oidc-issuer[-regexp]), not both", exitUsage)
 	case o.PublicKey == nil && !keyless:
 		return o, cli.Exit("say who must have signed: --key cosign.pub, or --certificate-identity[-regexp] with --certificate-oidc-issuer[-regexp] and --trusted-root", exitUsage)
-	case keyless && o.TrustedRoot == nil:
+	case keyless && c.String("trusted-root") == "":
 		return o, cli.Exit("keyless verification needs --trusted-root (nothing is fetched)", exitUsage)
 	}
 	return o, nil
 }
 
-// replayFlags configure the record of accepted bundle sequences.
+// replayFlags configure the record of accepted bundle sequences, and the pinned image
+// policy verify and unpack enforce again.
 func replayFlags() []cli.Flag {
-	return []cli.Flag{
+	return append(policyFlags(),
 		&cli.StringFlag{Name: "state", Usage: "`FILE` recording the last accepted sequence of each bundle series (default: $XDG_STATE_HOME/petra-oci/series.json)"},
 		&cli.BoolFlag{Name: "allow-replay", Usage: "accept a bundle whose sequence is not newer than the last accepted one (rollback / replay)"},
-	}
+	)
 }
 
 // bundleVerifyOptions builds what bundle.Verify needs from the flags.
@@ -94,5 +99,9 @@ func bundleVerifyOptions(c *cli.Context) (*bundle.VerifyOptions, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bundle.VerifyOptions{Signature: sig, Replay: guard}, nil
+	images, err := imagePolicy(c)
+	if err != nil {
+		return nil, err
+	}
+	return &bundle.VerifyOptions{Signature: sig, Replay: guard, Images: images}, nil
 }

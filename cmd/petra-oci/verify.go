@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/signing"
 )
 
@@ -81,6 +82,7 @@ verify records nothing; unpack records the sequence once it has pushed the bundl
 			for _, im := range rep.Images {
 				fmt.Fprintf(w, "  %s\t%s\n", im.Source, im.Digest)
 			}
+			renderImageResults(w, rep.ImageResults)
 			return nil
 		},
 	}
@@ -172,4 +174,48 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
 	}
 	return buf.Bytes(), nil
+}
+
+// renderImageResults prints, per image, who signed it, when, which attestations were
+// checked, and the result.
+func renderImageResults(w io.Writer, results []*imageverify.Result) {
+	for _, r := range results {
+		verdict := "VERIFIED"
+		if !r.Verified {
+			verdict = "FAILED"
+		}
+		fmt.Fprintf(w, "image %s@%s: %s (rule %s)\n", r.Repository, r.Digest, verdict, r.Rule)
+		for _, s := range append([]imageverify.Subject{r.Root}, r.Children...) {
+			name := "index"
+			if s.Platform != "" {
+				name = s.Platform
+			}
+			for _, sig := range s.Signatures {
+				fmt.Fprintf(w, "  %s signed by %s (%s)%s\n", name, who(sig.Signer), sig.Form, when(sig.Signer))
+			}
+			for _, a := range s.Attestations {
+				fmt.Fprintf(w, "  %s attestation %s by %s%s\n", name, a.PredicateType, who(a.Signer), when(a.Signer))
+			}
+			for _, ck := range s.Checks {
+				fmt.Fprintf(w, "  %s check %s: passed=%v %s\n", name, ck.PredicateType, ck.Passed, ck.Detail)
+			}
+		}
+		for _, f := range r.Failures {
+			fmt.Fprintf(w, "  failure: %s\n", f)
+		}
+	}
+}
+
+func who(s imageverify.Signer) string {
+	if s.Identity != "" {
+		return s.Identity + " (issuer " + s.Issuer + ")"
+	}
+	return "key " + s.KeyID
+}
+
+func when(s imageverify.Signer) string {
+	if s.SignedAt.IsZero() {
+		return ""
+	}
+	return " at " + s.SignedAt.UTC().Format(time.RFC3339) + " (" + s.TimeSource + ")"
 }

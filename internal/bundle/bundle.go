@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -151,6 +152,9 @@ type VerifyOptions struct {
 	Signature signing.VerifyOptions
 	// Replay, when set, refuses a sequence not newer than the last accepted one.
 	Replay ReplayGuard
+	// Images, when set, re-verifies every image offline against this side's pinned
+	// policy and trust material, after the files verified.
+	Images *ImagePolicy
 	// Workers bounds files hashed at once.
 	Workers int
 }
@@ -164,6 +168,8 @@ type Report struct {
 	Sequence  uint64                 `json:"sequence"`
 	Images    []layout.MetadataImage `json:"images"`
 	Files     *layout.VerifyReport   `json:"files"`
+	// ImageResults is what the image re-verification proved, per image.
+	ImageResults []*imageverify.Result `json:"imageResults,omitempty"`
 }
 
 // Verify checks the bundle at dir, offline: the signature over the exact bytes of
@@ -204,5 +210,14 @@ func Verify(ctx context.Context, dir string, opts VerifyOptions) (*Report, error
 	if rep.Files, err = layout.VerifyFiles(ctx, dir, m, layout.VerifyOptions{Workers: opts.Workers}); err != nil {
 		return nil, err
 	}
+	if opts.Images != nil {
+		rep.ImageResults, err = verifyImages(ctx, dir, m, opts.Images)
+		if err != nil {
+			return rep, fmt.Errorf("images of %s against the pinned policy: %w", dir, err)
+		}
+	}
 	return rep, nil
 }
+
+// IndexSHA256 returns the SHA-256 of index.json that the verified metadata lists.
+func (r *Report) IndexSHA256() string { return fileSHA256(r.Metadata, layout.IndexFile) }

@@ -16,11 +16,15 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sigstore/sigstore-go/pkg/root"
 	"golang.org/x/sync/errgroup"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
 	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/graphcopy"
+	"github.com/petra-oci/petra-oci/internal/imageverify"
+	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -49,6 +53,19 @@ type Options struct {
 	// image is packed (signer, series, tool version). A pack with any failure writes
 	// no metadata, so an incomplete bundle can never verify.
 	Seal bundle.SealOptions
+	// Policy, when set, is enforced: a reference outside its sources is refused
+	// before anything is pulled, and an image that does not verify against its rule
+	// (signatures, attestations, checked on what was copied) is not packed.
+	Policy *policy.Policy
+	// TrustedMaterial verifies keyless signatures (a parsed trusted_root.json).
+	TrustedMaterial root.TrustedMaterial
+	// PolicyFile and TrustedRootFile, when set, are carried in the bundle
+	// (petra/policy.yaml, petra/trusted_root.json) and their digests recorded in the
+	// signed metadata.
+	PolicyFile, TrustedRootFile []byte
+	// Evidence writes, for every verified image, a SLSA verification summary signed
+	// with the bundle key (Seal.Signer), as a referrer and in the cosign .att form.
+	Evidence bool
 }
 
 // Image is one packed image.
@@ -60,6 +77,8 @@ type Image struct {
 	MediaType   string        `json:"mediaType"`
 	Platforms   []string      `json:"platforms,omitempty"`
 	Attachments int           `json:"attachments"`
+	// Verification is what the policy check proved (nil without a policy).
+	Verification *imageverify.Result `json:"verification,omitempty"`
 }
 
 // Result is what Pack did.
@@ -126,6 +145,13 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(limit)
 	for i, t := range targets {
+		if opts.Policy != nil {
+			if err := opts.Policy.Allowed(t.ref); err != nil {
+				errs[i] = fmt.Errorf("refusing %s before pulling it: %w", t.spec.Ref, err)
+				opts.Log.Error("source not allowed by the policy", "image", t.spec.Ref, "error", err)
+				continue
+			}
+		}
 		g.Go(func() error {
 			img, es, err := packOne(gctx, opts, copier, l, t)
 			if err != nil {
@@ -170,6 +196,19 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 		return res, err
 	}
 	seal := opts.Seal
+	seal.Trust = nil
+	for _, f := range []struct {
+		b          []byte
+		path, role string
+	}{{opts.PolicyFile, layout.PolicyPath, layout.RolePolicy}, {opts.TrustedRootFile, layout.TrustedRootPath, layout.RoleTrustedRoot}} {
+		if f.b == nil {
+			continue
+		}
+		if err := l.WriteFile(f.path, f.b); err != nil {
+			return res, err
+		}
+		seal.Trust = append(seal.Trust, layout.TrustFile{Role: f.role, Path: f.path})
+	}
 	seal.Images = nil
 	for _, im := range res.Images {
 		seal.Images = append(seal.Images, layout.MetadataImage{
@@ -313,12 +352,59 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 	if err != nil {
 		return nil, nil, err
 	}
+	if opts.Policy != nil {
+		if atts, err = verifyImage(ctx, opts, l, t.ref, rootDesc, nodes, atts, img); err != nil {
+			return nil, nil, err
+		}
+	}
 	for _, a := range atts {
 		entries = append(entries, layout.AttachmentEntry(a.Descriptor, a.Kind, t.ref, a.Tag, a.Subject))
 	}
 	img.Attachments = len(atts)
 	opts.Log.Info("packed", "image", t.spec.Ref, "digest", root.Digest, "platforms", len(img.Platforms), "attachments", len(atts))
 	return img, entries, nil
+}
+
+// verifyImage checks the copied image and its attachments against the policy (read
+// back from the layout, so what is verified is what was packed) and, when asked,
+// attaches the signed verification summary. It returns the attachments to list.
+func verifyImage(ctx context.Context, opts Options, l *layout.Layout, repository string, root ocispec.Descriptor, nodes []graphcopy.Node, atts []referrers.Attachment, img *Image) ([]referrers.Attachment, error) {
+	rule, err := opts.Policy.For(repository)
+	if err != nil {
+		return nil, err
+	}
+	var children []ocispec.Descriptor
+	for _, n := range nodes[1:] {
+		children = append(children, n.Descriptor)
+	}
+	res, err := imageverify.Verify(ctx, l, rule, imageverify.Image{
+		Repository: repository, Root: root, Children: children, Attachments: imageverify.Group(atts),
+	}, imageverify.Options{TrustedMaterial: opts.TrustedMaterial})
+	img.Verification = res
+	if err != nil {
+		return nil, fmt.Errorf("verifying against the policy: %w", err)
+	}
+	opts.Log.Info("verified", "image", repository+"@"+root.Digest.String(), "rule", rule.Glob)
+	if !opts.Evidence {
+		return atts, nil
+	}
+	var att *referrers.Attachment
+	rest := atts[:0:0]
+	for i := range atts {
+		if atts[i].Kind == oci.KindCosignAtt && atts[i].Subject == root.Digest {
+			att = &atts[i]
+			continue
+		}
+		rest = append(rest, atts[i])
+	}
+	ev, err := evidence.Attach(ctx, l, repository, root, res, att, evidence.Options{
+		Signer: opts.Seal.Signer, Version: opts.Seal.ToolVersion,
+		PolicyURI: layout.PolicyPath, PolicyDigest: opts.Policy.Digest(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("writing the verification summary: %w", err)
+	}
+	return append(rest, ev...), nil
 }
 
 // collectAttachments discovers and copies everything attached to nodes, and to what is

@@ -121,7 +121,7 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("%w: unpack needs the bundle's key or identity to verify it", oci.ErrInvalid)
 	default:
 		// nothing of the bundle, not even oci-layout, is read before this passes
-		if res.Verification, err = bundle.Verify(ctx, opts.Dir, *opts.Verify); err != nil {
+		if res.Verification, err = bundle.Verify(ctx, opts.Dir, *opts.Verify); err != nil || res.Verification == nil {
 			return nil, fmt.Errorf("verifying bundle %s (nothing was pushed): %w", opts.Dir, err)
 		}
 		opts.Log.Info("bundle verified", "bundleID", res.Verification.BundleID, "sequence", res.Verification.Sequence,
@@ -129,7 +129,7 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		if l, err = layout.Open(opts.Dir); err != nil {
 			return nil, err
 		}
-		if idx, err = l.ReadIndexPinned(fileSHA256(res.Verification.Metadata, layout.IndexFile)); err != nil {
+		if idx, err = l.ReadIndexPinned(res.Verification.IndexSHA256()); err != nil {
 			return nil, err
 		}
 	}
@@ -181,17 +181,6 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 	return res, nil
-}
-
-// fileSHA256 returns the SHA-256 the metadata lists for path ("" when absent, which
-// no file matches).
-func fileSHA256(m *layout.Metadata, path string) string {
-	for _, f := range m.Files {
-		if f.Path == path {
-			return f.SHA256
-		}
-	}
-	return ""
 }
 
 func addStats(a *graphcopy.Stats, b graphcopy.Stats) {

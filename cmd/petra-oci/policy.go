@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/imageverify"
+	"github.com/petra-oci/petra-oci/internal/policy"
+)
+
+// policyFlags select the image verification policy.
+func policyFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "policy", Usage: "image verification policy `FILE`, or the name of a shipped one (chainguard-public); see docs/policy.md"},
+		&cli.StringFlag{Name: "image-key", Usage: "shorthand for a policy of one rule: every image signed by this public key `FILE`"},
+	}
+}
+
+// trustedRootFlag is --trusted-root for commands that have no bundle verify flags.
+func trustedRootFlag() cli.Flag {
+	return &cli.StringFlag{Name: "trusted-root", Usage: "Sigstore trusted_root.json `FILE` for keyless image signatures; nothing is fetched"}
+}
+
+// imagePolicy reads --policy / --image-key / --trusted-root; nil when no policy is asked.
+func imagePolicy(c *cli.Context) (*bundle.ImagePolicy, error) {
+	var p *policy.Policy
+	var err error
+	switch name, key := c.String("policy"), c.String("image-key"); {
+	case name != "" && key != "":
+		return nil, cli.Exit("give --policy or --image-key, not both", exitUsage)
+	case key != "":
+		pem, rerr := os.ReadFile(key)
+		if rerr != nil {
+			return nil, rerr
+		}
+		p, err = policy.KeyPolicy(pem, []string{"**"})
+	case name != "":
+		if _, serr := os.Stat(name); serr == nil {
+			p, err = policy.Load(name)
+		} else if errors.Is(serr, fs.ErrNotExist) {
+			p, err = policy.Builtin(name)
+		} else {
+			err = serr
+		}
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ip := &bundle.ImagePolicy{Policy: p, PolicyFile: p.Bytes()}
+	if tr := c.String("trusted-root"); tr != "" {
+		b, err := readLimited(tr, 16<<20)
+		if err != nil {
+			return nil, err
+		}
+		if ip.TrustedMaterial, err = imageverify.TrustedRootFromJSON(b); err != nil {
+			return nil, err
+		}
+		ip.TrustedRootFile = b
+	}
+	if p.NeedsTrustedMaterial() && ip.TrustedMaterial == nil {
+		return nil, cli.Exit("the policy has keyless authorities: give --trusted-root trusted_root.json (nothing is fetched)", exitUsage)
+	}
+	return ip, nil
+}

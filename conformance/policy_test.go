@@ -1,0 +1,131 @@
+package conformance
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/petra-oci/petra-oci/internal/fixture"
+	"github.com/petra-oci/petra-oci/internal/registrytest"
+	"github.com/petra-oci/petra-oci/layout"
+)
+
+// TestPolicyPackUnpack runs the verification policy through the CLI: pack verifies
+// every image against the policy before it is listed and attaches a signed SLSA
+// verification summary; unpack verifies again, offline, against the policy pinned on
+// its side, and refuses a bundle whose carried policy differs; after unpack, real
+// cosign verifies the summary with the bundle key at the destination.
+func TestPolicyPackUnpack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	keys := newBundleKeys(t)
+	src := registrytest.Start(t, registrytest.Olareg)
+	img := fixture.Chainguard(ctx, t, src.Host, "chainguard/python", "3.13", fixture.Options{Seed: 31})
+	imageKey := writeFile(t, filepath.Join(t.TempDir(), "image.pub"), img.PublicKeyPEM)
+	_, otherPEM, _ := fixture.KeyPair(t)
+	otherKey := writeFile(t, filepath.Join(t.TempDir(), "other.pub"), otherPEM)
+	ref := img.Repo + ":" + img.Tag
+
+	// pack: the image verifies against --image-key; the summary is attached
+	dir, res := packCLI(t, e, keys, ref, "--image-key", imageKey)
+	v := res.Images[0].Verification
+	if v == nil || !v.Verified || len(v.Root.Signatures) == 0 || len(v.Children) != 2 {
+		t.Fatalf("pack verification = %+v", v)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(layout.PolicyPath)))
+	if err != nil || !strings.Contains(string(b), "image-key") {
+		t.Fatalf("the bundle does not carry the policy: %v %q", err, b)
+	}
+	insp := e.petra("inspect", dir)
+	if !strings.Contains(insp.stdout, "https://slsa.dev/verification_summary/v1") {
+		t.Errorf("inspect shows no verification summary:\n%s", insp.stdout)
+	}
+
+	// pack refuses an image signed by another key: nothing sealed, exit 30
+	bad := filepath.Join(t.TempDir(), "bad")
+	r := e.run(petraBin, "pack", "--image", ref, "-o", bad, "--plain-http", "--key", keys.priv, "--image-key", otherKey)
+	if r.exitCode != 30 || !strings.Contains(r.stderr, "no valid signature") {
+		t.Errorf("pack with another image key: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(bad, filepath.FromSlash(layout.MetadataPath))); !os.IsNotExist(err) {
+		t.Errorf("a refused pack sealed its bundle: %v", err)
+	}
+	// a source outside the allow-list is refused before any pull: the host is not even dialled
+	pol := writeFile(t, filepath.Join(t.TempDir(), "policy.yaml"), []byte(`apiVersion: petra-oci.dev/v1alpha1
+kind: Policy
+sources: ["cgr.dev/chainguard/**"]
+images:
+  - glob: "**"
+    authorities:
+      - key:
+          path: `+imageKey+`
+`))
+	r = e.run(petraBin, "pack", "--image", "127.0.0.1:1/evil/image:latest", "-o", filepath.Join(t.TempDir(), "b"), "--plain-http", "--policy", pol)
+	if r.exitCode != 32 || strings.Contains(r.stderr, "connection refused") {
+		t.Errorf("pack of a source outside the allow-list: %s", r)
+	}
+
+	// unpack: pinned policy = the carried one, images verified again, summary verifiable
+	dst := registrytest.Start(t, registrytest.Distribution)
+	var ures struct {
+		Verification struct {
+			ImageResults []struct{ Verified bool } `json:"imageResults"`
+		} `json:"verification"`
+	}
+	state := filepath.Join(t.TempDir(), "series.json")
+	decodeJSON(t, e.petra(unpackArgs(keys, dst.Host+"/mirror", dir, "--image-key", imageKey, "--state", state, "--output", "json")...), &ures)
+	if len(ures.Verification.ImageResults) != 1 || !ures.Verification.ImageResults[0].Verified {
+		t.Fatalf("unpack did not re-verify the image: %+v", ures)
+	}
+	mirror := dst.Host + "/mirror/chainguard/python@" + img.Index.Digest.String()
+	runCosign(t, e,
+		cosignCase{cmd: "verify-attestation", key: keys.pub, ref: mirror, pass: true, marker: "Verification for",
+			extra: []string{"--type", "https://slsa.dev/verification_summary/v1"}},
+		cosignCase{cmd: "verify-attestation", key: otherKey, ref: mirror, pass: false,
+			extra: []string{"--type", "https://slsa.dev/verification_summary/v1"}},
+	)
+
+	// what cosign verified is our summary: decode the payload it prints
+	trustedRoot := filepath.Join(fixture.SharedTestdata(t), "sigstore-public-good", "trusted_root.json")
+	out := e.tool("cosign", "verify-attestation", "--key", keys.pub, "--insecure-ignore-tlog=true", "--allow-http-registry",
+		"--allow-insecure-registry", "--trusted-root", trustedRoot, "--type", "https://slsa.dev/verification_summary/v1", mirror)
+	var env struct{ Payload []byte }
+	if err := json.Unmarshal([]byte(strings.SplitN(out.stdout, "\n", 2)[0]), &env); err != nil {
+		t.Fatalf("cosign output: %v\n%s", err, out.stdout)
+	}
+	var st struct {
+		PredicateType string
+		Subject       []struct{ Digest map[string]string }
+		Predicate     struct {
+			VerificationResult string
+			Policy             struct{ Digest map[string]string }
+		}
+	}
+	if err := json.Unmarshal(env.Payload, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.PredicateType != "https://slsa.dev/verification_summary/v1" || st.Predicate.VerificationResult != "PASSED" ||
+		len(st.Subject) != 1 || "sha256:"+st.Subject[0].Digest["sha256"] != img.Index.Digest.String() || st.Predicate.Policy.Digest["sha256"] == "" {
+		t.Errorf("verification summary at the destination: %+v", st)
+	}
+
+	// a pinned policy other than the carried one is refused, and nothing is pushed
+	dst2 := registrytest.Start(t, registrytest.Distribution)
+	r = e.run(petraBin, unpackArgs(keys, dst2.Host+"/mirror", dir, "--image-key", otherKey, "--state", filepath.Join(t.TempDir(), "s.json"))...)
+	if r.exitCode != 31 {
+		t.Errorf("unpack with another pinned policy: %s", r)
+	}
+	// a bundle packed without a policy is checked against the pinned one at unpack
+	plain, _ := packCLI(t, e, keys, ref)
+	r = e.run(petraBin, unpackArgs(keys, dst2.Host+"/mirror", plain, "--image-key", otherKey, "--state", filepath.Join(t.TempDir(), "s.json"))...)
+	if r.exitCode != 30 {
+		t.Errorf("unpack of an image signed by another key: %s", r)
+	}
+	if cat := dst2.Catalog(t); len(cat) != 0 {
+		t.Errorf("refused unpacks pushed %v", cat)
+	}
+}
