@@ -17,6 +17,7 @@ func policyFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "policy", Usage: "image verification policy `FILE`, or the name of a shipped one (chainguard-public); see docs/policy.md"},
 		&cli.StringFlag{Name: "image-key", Usage: "shorthand for a policy of one rule: every image signed by this public key `FILE`"},
+		&cli.StringSliceFlag{Name: "source", Usage: "with --image-key: allowed source `GLOB` (host/path, * within a segment, ** across); repeatable; default: any"},
 	}
 }
 
@@ -30,6 +31,8 @@ func imagePolicy(c *cli.Context) (*bundle.ImagePolicy, error) {
 	var p *policy.Policy
 	var err error
 	switch name, key := c.String("policy"), c.String("image-key"); {
+	case len(c.StringSlice("source")) > 0 && key == "":
+		return nil, cli.Exit("--source goes with --image-key (a policy file lists its own sources)", exitUsage)
 	case name != "" && key != "":
 		return nil, cli.Exit("give --policy or --image-key, not both", exitUsage)
 	case key != "":
@@ -37,7 +40,12 @@ func imagePolicy(c *cli.Context) (*bundle.ImagePolicy, error) {
 		if rerr != nil {
 			return nil, rerr
 		}
-		p, err = policy.KeyPolicy(pem, []string{"**"})
+		sources := c.StringSlice("source")
+		if len(sources) == 0 {
+			logger(c).Warn("--image-key without --source: images from any registry are allowed")
+			sources = []string{"**"}
+		}
+		p, err = policy.KeyPolicy(pem, sources)
 	case name != "":
 		if _, serr := os.Stat(name); serr == nil {
 			p, err = policy.Load(name)
