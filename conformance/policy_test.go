@@ -129,3 +129,55 @@ images:
 		t.Errorf("refused unpacks pushed %v", cat)
 	}
 }
+
+// TestPolicyPublicGoodEndToEnd carries the real public-good keyless attestation on
+// go-containerregistry's empty image through pack (verified against a keyless policy
+// and the public-good trusted root) and unpack (verified again, offline, against the
+// same pinned policy and root), and refuses it when the pinned identity differs.
+func TestPolicyPublicGoodEndToEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	keys := newBundleKeys(t)
+	src := registrytest.Start(t, registrytest.InProcess)
+	subject, _ := fixture.PublicGoodEmptyImage(ctx, t, src.Host, "test/empty")
+	root := filepath.Join(fixture.SharedTestdata(t), "sigstore-public-good", "trusted_root_pgi.json")
+	writePolicy := func(identity string) string {
+		return writeFile(t, filepath.Join(t.TempDir(), "policy.yaml"), []byte(`apiVersion: petra-oci.dev/v1alpha1
+kind: Policy
+sources: ["**"]
+images:
+  - glob: "**"
+    authorities:
+      - keyless: {issuer: https://github.com/login/oauth, identity: `+identity+`}
+    countAttestationsAsSignatures: true
+    attestations:
+      - predicateType: https://cosign.sigstore.dev/attestation/v1
+`))
+	}
+	pol := writePolicy("cody@soyland.com")
+	dir, res := packCLI(t, e, keys, src.Host+"/test/empty@"+subject.Digest.String(), "--policy", pol, "--trusted-root", root)
+	v := res.Images[0].Verification
+	if v == nil || !v.Verified || len(v.Root.Attestations) == 0 || v.Root.Attestations[0].Identity != "cody@soyland.com" || v.Root.Attestations[0].SignedAt.IsZero() {
+		t.Fatalf("pack verification = %+v", v)
+	}
+	dst := registrytest.Start(t, registrytest.Olareg)
+	out := e.petra(unpackArgs(keys, dst.Host, dir, "--policy", pol, "--trusted-root", root, "--state", filepath.Join(t.TempDir(), "s.json"))...)
+	if !strings.Contains(out.stdout, "test/empty") {
+		t.Errorf("unpack output: %s", out)
+	}
+	vr := e.petra("verify", "--key", keys.pub, "--policy", pol, "--trusted-root", root, "--state", filepath.Join(t.TempDir(), "s.json"), dir)
+	if !strings.Contains(vr.stdout, "cody@soyland.com (issuer https://github.com/login/oauth)") || !strings.Contains(vr.stdout, "(tlog)") {
+		t.Errorf("verify does not show who signed and when:\n%s", vr.stdout)
+	}
+	// the disconnected side pins another identity: the carried policy differs (31);
+	// pinned without a carried policy, the image itself fails (30)
+	other := writePolicy("someone@example.com")
+	if r := e.run(petraBin, unpackArgs(keys, dst.Host+"/x", dir, "--policy", other, "--trusted-root", root, "--state", filepath.Join(t.TempDir(), "s.json"))...); r.exitCode != 31 {
+		t.Errorf("unpack with another pinned policy: %s", r)
+	}
+	plain, _ := packCLI(t, e, keys, src.Host+"/test/empty@"+subject.Digest.String())
+	if r := e.run(petraBin, unpackArgs(keys, dst.Host+"/y", plain, "--policy", other, "--trusted-root", root, "--state", filepath.Join(t.TempDir(), "s.json"))...); r.exitCode != 30 {
+		t.Errorf("unpack of an image signed by another identity: %s", r)
+	}
+}
