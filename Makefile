@@ -7,7 +7,7 @@ export PATH := $(GOBIN_DIR):$(PATH)
 
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build tools test demo bench fips clean
+.PHONY: build tools test demo bench bench-verify fips clean
 
 build:
 	go build -o bin/petra-oci ./cmd/petra-oci
@@ -27,6 +27,10 @@ demo:
 
 bench:
 	bench/run.sh
+	bench/verify.sh
+
+bench-verify:
+	bench/verify.sh
 
 fips:
 	GOFIPS140=v1.0.0 go build -o bin/petra-oci-fips ./cmd/petra-oci
