@@ -76,7 +76,7 @@ Examples:
 					return fmt.Errorf("--series-from %s: %w", f, err)
 				}
 			}
-			ip, err := imagePolicy(c)
+			ip, err := imagePolicy(c, true)
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/policy"
+	"github.com/petra-oci/petra-oci/internal/tufroot"
 )
 
 // policyFlags select the image verification policy.
@@ -27,7 +28,9 @@ func trustedRootFlag() cli.Flag {
 }
 
 // imagePolicy reads --policy / --image-key / --trusted-root; nil when no policy is asked.
-func imagePolicy(c *cli.Context) (*bundle.ImagePolicy, error) {
+// With online (pack, on the connected side), a keyless policy without --trusted-root
+// uses Sigstore's trusted root fetched through TUF; offline it is a usage error.
+func imagePolicy(c *cli.Context, online bool) (*bundle.ImagePolicy, error) {
 	var p *policy.Policy
 	var err error
 	switch name, key := c.String("policy"), c.String("image-key"); {
@@ -61,15 +64,23 @@ func imagePolicy(c *cli.Context) (*bundle.ImagePolicy, error) {
 		return nil, err
 	}
 	ip := &bundle.ImagePolicy{Policy: p, PolicyFile: p.Bytes()}
-	if tr := c.String("trusted-root"); tr != "" {
-		b, err := readLimited(tr, 16<<20)
-		if err != nil {
+	var trb []byte
+	switch tr := c.String("trusted-root"); {
+	case tr != "":
+		if trb, err = readLimited(tr, 16<<20); err != nil {
 			return nil, err
 		}
-		if ip.TrustedMaterial, err = imageverify.TrustedRootFromJSON(b); err != nil {
+	case online && p.NeedsTrustedMaterial():
+		logger(c).Info("no --trusted-root: fetching Sigstore's trusted root through TUF")
+		if trb, err = tufroot.Fetch(); err != nil {
 			return nil, err
 		}
-		ip.TrustedRootFile = b
+	}
+	if trb != nil {
+		if ip.TrustedMaterial, err = imageverify.TrustedRootFromJSON(trb); err != nil {
+			return nil, err
+		}
+		ip.TrustedRootFile = trb
 	}
 	if p.NeedsTrustedMaterial() && ip.TrustedMaterial == nil {
 		return nil, cli.Exit("the policy has keyless authorities: give --trusted-root trusted_root.json (nothing is fetched)", exitUsage)

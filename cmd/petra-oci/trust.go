@@ -99,7 +99,7 @@ func bundleVerifyOptions(c *cli.Context) (*bundle.VerifyOptions, error) {
 	if err != nil {
 		return nil, err
 	}
-	images, err := imagePolicy(c)
+	images, err := imagePolicy(c, false)
 	if err != nil {
 		return nil, err
 	}
