@@ -30,27 +30,23 @@ goinstall() { # name module path version
 	go install "$3@$4"
 }
 
-goinstall oras     oras.land/oras                          oras.land/oras/cmd/oras                                        "$ORAS_VERSION" &
-goinstall crane    github.com/google/go-containerregistry   github.com/google/go-containerregistry/cmd/crane               "$CRANE_VERSION" &
-goinstall regctl   github.com/regclient/regclient           github.com/regclient/regclient/cmd/regctl                      "$REGCTL_VERSION" &
-wait
-goinstall registry github.com/distribution/distribution/v3  github.com/distribution/distribution/v3/cmd/registry           "$DISTRIBUTION_VERSION"
-goinstall cosign   github.com/sigstore/cosign/v2            github.com/sigstore/cosign/v2/cmd/cosign                       "$COSIGN_VERSION"
-
 # olareg: 'go install olareg@v0.2.2' is refused by the proxy, so build it from this module,
 # which pins it with a tool directive in go.mod.
-OLAREG_VERSION=$(go list -m -f '{{.Version}}' github.com/olareg/olareg)
-if has olareg github.com/olareg/olareg "$OLAREG_VERSION"; then log "olareg $OLAREG_VERSION present"; else
-	log "building olareg $OLAREG_VERSION"
+olareg() {
+	local version
+	version=$(go list -m -f '{{.Version}}' github.com/olareg/olareg)
+	if has olareg github.com/olareg/olareg "$version"; then log "olareg $version present"; return; fi
+	log "building olareg $version"
 	go build -o "$TOOLS_BIN/olareg" github.com/olareg/olareg/cmd/olareg
-fi
+}
 
 # Debian packages: skopeo and umoci for the interop tests, time (/usr/bin/time) for make bench.
-debs=()
-command -v skopeo >/dev/null || debs+=(skopeo)
-command -v umoci >/dev/null || debs+=(umoci)
-[ -x /usr/bin/time ] || debs+=(time)
-if [ ${#debs[@]} -gt 0 ]; then
+debs() {
+	local debs=()
+	command -v skopeo >/dev/null || debs+=(skopeo)
+	command -v umoci >/dev/null || debs+=(umoci)
+	[ -x /usr/bin/time ] || debs+=(time)
+	[ ${#debs[@]} -gt 0 ] || return 0
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 		log "installing ${debs[*]} from Debian"
 		apt-get update -qq >/dev/null
@@ -58,5 +54,44 @@ if [ ${#debs[@]} -gt 0 ]; then
 	else
 		log "${debs[*]} missing and apt-get is not usable: install them by hand"
 	fi
-fi
-log "tools in $TOOLS_BIN"
+}
+
+# spawn NAME CMD...: run CMD in the background, at most $TOOLS_JOBS at a time (module
+# downloads overlap compiles; the go build cache is safe to share). reap: wait for one.
+TOOLS_JOBS=${TOOLS_JOBS:-3}
+declare -A running=()
+failed=()
+reap() {
+	local pid=
+	wait -n -p pid || failed+=("${running[$pid]}")
+	unset "running[$pid]"
+}
+spawn() {
+	local name=$1
+	shift
+	while [ ${#running[@]} -ge "$TOOLS_JOBS" ]; do reap; done
+	"$@" &
+	running[$!]=$name
+}
+
+main() {
+	debs &
+	local debs_pid=$!
+	# Longest builds first.
+	spawn cosign   goinstall cosign   github.com/sigstore/cosign/v2            github.com/sigstore/cosign/v2/cmd/cosign             "$COSIGN_VERSION"
+	spawn registry goinstall registry github.com/distribution/distribution/v3  github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION"
+	spawn olareg   olareg
+	spawn regctl   goinstall regctl   github.com/regclient/regclient           github.com/regclient/regclient/cmd/regctl            "$REGCTL_VERSION"
+	spawn oras     goinstall oras     oras.land/oras                          oras.land/oras/cmd/oras                              "$ORAS_VERSION"
+	spawn crane    goinstall crane    github.com/google/go-containerregistry   github.com/google/go-containerregistry/cmd/crane     "$CRANE_VERSION"
+	while [ ${#running[@]} -gt 0 ]; do reap; done
+	wait "$debs_pid" || failed+=(debian)
+	if [ ${#failed[@]} -gt 0 ]; then
+		log "FAILED: ${failed[*]}"
+		exit 1
+	fi
+	log "tools in $TOOLS_BIN"
+}
+
+# One line, read whole before it runs: editing this file while it runs cannot change what runs.
+main "$@"; exit
