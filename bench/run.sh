@@ -16,7 +16,8 @@
 # "check" column counts images whose tag, referrer and signature arrived with the source digest.
 #
 # Settings (environment): BENCH_IMAGES (20), BENCH_BASE_MB (40), BENCH_UNIQUE_MB (16),
-# BENCH_SIGN (auto: sign when cosign is installed; 0 or 1), BENCH_KEEP (0; 1 keeps .bench/).
+# BENCH_SIGN (auto: sign when cosign is installed; 0 or 1), BENCH_RUNS (1; with more, each
+# tool's fastest run is reported), BENCH_KEEP (0; 1 keeps .bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,6 +27,7 @@ BASE_MB=${BENCH_BASE_MB:-40}
 UNIQUE_MB=${BENCH_UNIQUE_MB:-16}
 SIGN=${BENCH_SIGN:-auto}
 KEEP=${BENCH_KEEP:-0}
+RUNS=${BENCH_RUNS:-1}
 
 TOOLS=$(go env GOPATH)/bin
 ORAS=$TOOLS/oras
@@ -175,7 +177,7 @@ check() {
 	echo "$ok/$N"
 }
 
-ROWS=() # "tool|direction|calls|wall|rss_kib|status"
+ROWS=() # "tool|direction|calls|wall|rss_kib|status", one per run
 record() { # record TOOL DIRECTION KEY CALLS STATUS
 	local wall=- rss=-
 	if [ "${5%% *}" = ok ] && [ -s "$WORK/times/$3" ]; then
@@ -212,61 +214,80 @@ else
 	PETRA_VERIFY=(--unsafe-skip-verify)
 	log "no cosign key: petra-oci packs an unsigned bundle and unpacks it with --unsafe-skip-verify"
 fi
-if [ "$petra_ok" = 1 ]; then
-	images=()
-	for i in $(seq 1 "$N"); do images+=(--image "$REG/bench/img-$i:v1"); done
-	log "petra-oci pack ($N images, one call)"
-	if COSIGN_PASSWORD= timed petra-pack "$PETRA" pack --plain-http "${PETRA_SIGN[@]}" "${images[@]}" -o "$WORK/out/petra"; then
-		record petra-oci "$PACK" petra-pack 1 ok
-		log "petra-oci unpack (one call)"
-		if timed petra-unpack "$PETRA" unpack --to "$REG/restored-petra" --plain-http "${PETRA_VERIFY[@]}" "$WORK/out/petra"; then
-			record petra-oci "$UNPACK" petra-unpack 1 "ok $(check restored-petra)"
-		else record petra-oci "$UNPACK" petra-unpack 1 failed; fi
+# run_tools R: one measurement of every tool; run R writes to its own layouts and
+# destination prefixes (restoredR-TOOL), so no run finds the work of another done.
+run_tools() {
+	local r=$1 i
+	if [ "$petra_ok" = 1 ]; then
+		images=()
+		for i in $(seq 1 "$N"); do images+=(--image "$REG/bench/img-$i:v1"); done
+		log "petra-oci pack ($N images, one call)"
+		if COSIGN_PASSWORD= timed petra-pack$r "$PETRA" pack --plain-http "${PETRA_SIGN[@]}" "${images[@]}" -o "$WORK/out/petra$r"; then
+			record petra-oci "$PACK" petra-pack$r 1 ok
+			log "petra-oci unpack (one call)"
+			if timed petra-unpack$r "$PETRA" unpack --to "$REG/restored$r-petra" --plain-http "${PETRA_VERIFY[@]}" "$WORK/out/petra$r"; then
+				record petra-oci "$UNPACK" petra-unpack$r 1 "ok $(check restored$r-petra)"
+			else record petra-oci "$UNPACK" petra-unpack$r 1 failed; fi
+		else
+			record petra-oci "$PACK" petra-pack$r 1 failed
+			record petra-oci "$UNPACK" petra-unpack$r 1 failed
+		fi
 	else
-		record petra-oci "$PACK" petra-pack 1 failed
-		record petra-oci "$UNPACK" petra-unpack 1 failed
+		record petra-oci "$PACK" petra-pack$r 1 failed
+		record petra-oci "$UNPACK" petra-unpack$r 1 failed
 	fi
-else
-	record petra-oci "$PACK" petra-pack 1 failed
-	record petra-oci "$UNPACK" petra-unpack 1 failed
-fi
 
-# oras backup/restore: one repository per call, so one layout per repository.
-oras_backup() { timed oras-backup "$ORAS" backup --plain-http --no-tty --include-referrers -o "$WORK/out/oras/img-$1" "$REG/bench/img-$1"; }
-oras_restore() { timed oras-restore "$ORAS" restore --plain-http --no-tty --input "$WORK/out/oras/img-$1" "$REG/restored-oras/bench/img-$1"; }
-log "oras backup ($N calls, one per repository, all tags)"
-if run_loop oras_backup; then
-	record oras "$PACK" oras-backup "$N" ok
-	log "oras restore ($N calls)"
-	if run_loop oras_restore; then
-		record oras "$UNPACK" oras-restore "$N" "ok $(check restored-oras)"
-	else record oras "$UNPACK" oras-restore "$N" failed; fi
-else
-	record oras "$PACK" oras-backup "$N" failed
-	record oras "$UNPACK" oras-restore "$N" failed
-fi
+	# oras backup/restore: one repository per call, so one layout per repository.
+	oras_backup() { timed oras-backup$r "$ORAS" backup --plain-http --no-tty --include-referrers -o "$WORK/out/oras$r/img-$1" "$REG/bench/img-$1"; }
+	oras_restore() { timed oras-restore$r "$ORAS" restore --plain-http --no-tty --input "$WORK/out/oras$r/img-$1" "$REG/restored$r-oras/bench/img-$1"; }
+	log "oras backup ($N calls, one per repository, all tags)"
+	if run_loop oras_backup; then
+		record oras "$PACK" oras-backup$r "$N" ok
+		log "oras restore ($N calls)"
+		if run_loop oras_restore; then
+			record oras "$UNPACK" oras-restore$r "$N" "ok $(check restored$r-oras)"
+		else record oras "$UNPACK" oras-restore$r "$N" failed; fi
+	else
+		record oras "$PACK" oras-backup$r "$N" failed
+		record oras "$UNPACK" oras-restore$r "$N" failed
+	fi
 
-# regctl image copy: one call per image, all into one shared ocidir (tag img-N).
-regctl_pack() { timed regctl-pack "$REGCTL" "${RC[@]}" image copy --referrers --digest-tags "$REG/bench/img-$1:v1" "ocidir://$WORK/out/regctl:img-$1"; }
-regctl_unpack() { timed regctl-unpack "$REGCTL" "${RC[@]}" image copy --referrers --digest-tags "ocidir://$WORK/out/regctl:img-$1" "$REG/restored-regctl/bench/img-$1:v1"; }
-log "regctl image copy --referrers --digest-tags to ocidir ($N calls, one per image)"
-if run_loop regctl_pack; then
-	record regctl "$PACK" regctl-pack "$N" ok
-	log "regctl image copy --referrers --digest-tags from ocidir ($N calls)"
-	if run_loop regctl_unpack; then
-		record regctl "$UNPACK" regctl-unpack "$N" "ok $(check restored-regctl)"
-	else record regctl "$UNPACK" regctl-unpack "$N" failed; fi
-else
-	record regctl "$PACK" regctl-pack "$N" failed
-	record regctl "$UNPACK" regctl-unpack "$N" failed
-fi
+	# regctl image copy: one call per image, all into one shared ocidir (tag img-N).
+	regctl_pack() { timed regctl-pack$r "$REGCTL" "${RC[@]}" image copy --referrers --digest-tags "$REG/bench/img-$1:v1" "ocidir://$WORK/out/regctl$r:img-$1"; }
+	regctl_unpack() { timed regctl-unpack$r "$REGCTL" "${RC[@]}" image copy --referrers --digest-tags "ocidir://$WORK/out/regctl$r:img-$1" "$REG/restored$r-regctl/bench/img-$1:v1"; }
+	log "regctl image copy --referrers --digest-tags to ocidir ($N calls, one per image)"
+	if run_loop regctl_pack; then
+		record regctl "$PACK" regctl-pack$r "$N" ok
+		log "regctl image copy --referrers --digest-tags from ocidir ($N calls)"
+		if run_loop regctl_unpack; then
+			record regctl "$UNPACK" regctl-unpack$r "$N" "ok $(check restored$r-regctl)"
+		else record regctl "$UNPACK" regctl-unpack$r "$N" failed; fi
+	else
+		record regctl "$PACK" regctl-pack$r "$N" failed
+		record regctl "$UNPACK" regctl-unpack$r "$N" failed
+	fi
+}
+
+for r in $(seq 1 "$RUNS"); do
+	[ "$RUNS" = 1 ] || log "run $r of $RUNS"
+	run_tools "$r"
+done
+
+# One row per tool and direction: the fastest run's wall time, the largest peak RSS of any
+# run, and failed if any run failed.
+mapfile -t ROWS < <(printf '%s\n' "${ROWS[@]}" | awk -F'|' -v OFS='|' '
+	{ k = $1 "|" $2 }
+	!(k in seen) { seen[k] = 1; order[++n] = k; calls[k] = $3; wall[k] = "-"; rss[k] = 0; st[k] = $6 }
+	$6 == "failed" { st[k] = "failed" }
+	st[k] != "failed" { st[k] = $6; if (wall[k] == "-" || $4 + 0 < wall[k] + 0) wall[k] = $4; if ($5 + 0 > rss[k]) rss[k] = $5 }
+	END { for (i = 1; i <= n; i++) { k = order[i]; if (st[k] == "failed") { wall[k] = "-"; rss[k] = "-" }; print k, calls[k], wall[k], rss[k], st[k] } }')
 
 # --- report -----------------------------------------------------------------------------
 layout_mb() { [ -d "$1" ] && du -sm "$1" | cut -f1 || echo -; }
 echo
 echo "petra-oci bench: $N images, ${BASE_MB} MiB shared base + ${UNIQUE_MB} MiB unique layer each ($((N * (BASE_MB + UNIQUE_MB))) MiB referenced, $total_mb MiB distinct), 1 referrer each, cosign-signed=$SIGN"
 echo "registry: distribution $("$REGISTRY" --version 2>/dev/null | awk '{print $NF}') on $REG (referrers tag schema); $(nproc) cores"
-echo "layouts on disk (MiB): petra-oci $(layout_mb "$WORK/out/petra"), oras $(layout_mb "$WORK/out/oras") (one per repository), regctl $(layout_mb "$WORK/out/regctl")"
+echo "layouts on disk (MiB): petra-oci $(layout_mb "$WORK/out/petra1"), oras $(layout_mb "$WORK/out/oras1") (one per repository), regctl $(layout_mb "$WORK/out/regctl1")"
 echo "check = images whose v1 tag, referrer and signature reached the destination with the source digest"
 echo
 printf '%-10s %-17s %5s %9s %13s %-10s %s\n' tool direction calls "wall s" "peak RSS MiB" check "petra-oci / fastest peer"
@@ -290,4 +311,4 @@ for dir in "$PACK" "$UNPACK"; do
 		printf '%-10s %-17s %5s %9s %13s %-10s %s\n' "$tool" "$d" "$calls" "$wall" "$rss" "${status#ok }" "$ratio"
 	done
 done
-echo "(looped tools: wall = sum over calls, peak RSS = largest single call)"
+echo "(looped tools: wall = sum over calls, peak RSS = largest single call; $RUNS run(s): fastest wall, largest RSS)"
