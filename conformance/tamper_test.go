@@ -233,26 +233,8 @@ func TestTamperSuite(t *testing.T) {
 			return ""
 		}, bundle.ErrSignature, 11, ""},
 		{"signed by another key", func(t *testing.T, dir string) string { return "" }, bundle.ErrSignature, 11, otherPubFile},
-		{"replayed bundle", func(t *testing.T, dir string) string {
-			state := filepath.Join(t.TempDir(), "series.json")
-			b, _ := os.ReadFile(filepath.Join(dir, filepath.FromSlash(layout.MetadataPath)))
-			m, err := layout.ParseMetadata(b)
-			must(t, err)
-			g, err := replay.New(replay.Options{Path: state})
-			must(t, err)
-			must(t, g.Accept(m.BundleID, m.Sequence))
-			return state
-		}, replay.ErrReplay, 13, ""},
-		{"rolled back to an older sequence", func(t *testing.T, dir string) string {
-			state := filepath.Join(t.TempDir(), "series.json")
-			b, _ := os.ReadFile(filepath.Join(dir, filepath.FromSlash(layout.MetadataPath)))
-			m, err := layout.ParseMetadata(b)
-			must(t, err)
-			g, err := replay.New(replay.Options{Path: state})
-			must(t, err)
-			must(t, g.Accept(m.BundleID, m.Sequence+1))
-			return state
-		}, replay.ErrReplay, 13, ""},
+		{"replayed bundle", func(t *testing.T, dir string) string { return acceptedState(t, dir, 0) }, replay.ErrReplay, 13, ""},
+		{"rolled back to an older sequence", func(t *testing.T, dir string) string { return acceptedState(t, dir, 1) }, replay.ErrReplay, 13, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -285,6 +267,20 @@ func TestTamperSuite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// acceptedState returns a replay state that has accepted the bundle's series up to its
+// sequence + ahead.
+func acceptedState(t *testing.T, dir string, ahead uint64) string {
+	state := filepath.Join(t.TempDir(), "series.json")
+	b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(layout.MetadataPath)))
+	must(t, err)
+	m, err := layout.ParseMetadata(b)
+	must(t, err)
+	g, err := replay.New(replay.Options{Path: state})
+	must(t, err)
+	must(t, g.Accept(m.BundleID, m.Sequence+ahead))
+	return state
 }
 
 func must(t testing.TB, err error) {
