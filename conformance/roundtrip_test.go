@@ -20,8 +20,8 @@ import (
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/pack"
-	petraremote "github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
+	petraremote "github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/internal/replay"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/internal/unpack"
@@ -278,7 +278,7 @@ func TestPlatformFilter(t *testing.T) {
 	}
 	if _, err := pack.Pack(ctx, pack.Options{
 		Images: []pack.ImageSpec{{Ref: img.Repo + ":latest", Platforms: []string{"linux/s390x"}}},
-		Dir: filepath.Join(t.TempDir(), "b2"), Client: client(t),
+		Dir:    filepath.Join(t.TempDir(), "b2"), Client: client(t),
 	}); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("pack for a platform the image lacks: err = %v, want not found", err)
 	}
