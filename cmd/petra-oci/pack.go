@@ -91,7 +91,10 @@ Examples:
 			} else {
 				logger(c).Warn("no --policy or --image-key: image signatures are NOT verified at pack")
 			}
+			prog := newProgress(c.App.ErrWriter)
+			popts.OnBlob = prog.onBlob()
 			res, err := pack.Pack(c.Context, popts)
+			prog.done()
 			if res != nil {
 				if asJSON {
 					if jerr := writeJSON(c, res); jerr != nil {

@@ -54,7 +54,10 @@ push has succeeded, so the same or an older bundle is refused next time.`,
 					return err
 				}
 			}
+			prog := newProgress(c.App.ErrWriter)
+			opts.OnBlob = prog.onBlob()
 			res, err := unpack.Unpack(c.Context, opts)
+			prog.done()
 			if res != nil {
 				if asJSON {
 					if jerr := writeJSON(c, res); jerr != nil {

@@ -63,6 +63,8 @@ type Options struct {
 	// (petra/policy.yaml, petra/trusted_root.json) and their digests recorded in the
 	// signed metadata.
 	PolicyFile, TrustedRootFile []byte
+	// OnBlob, when set, is told about every blob once it is in the bundle (progress).
+	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
 	// Evidence writes, for every verified image, a SLSA verification summary signed
 	// with the bundle key (Seal.Signer), as a referrer and in the cosign .att form.
 	Evidence bool
@@ -131,7 +133,7 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("existing bundle %s: %w", opts.Dir, err)
 	}
 
-	copier := graphcopy.New(l, graphcopy.Options{Concurrency: opts.Concurrency})
+	copier := graphcopy.New(l, graphcopy.Options{Concurrency: opts.Concurrency, OnBlob: opts.OnBlob})
 	limit := opts.ImageConcurrency
 	if limit <= 0 {
 		limit = 2

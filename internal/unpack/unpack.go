@@ -45,6 +45,8 @@ type Options struct {
 	// signature over its metadata, the series sequence and every file. Required
 	// unless UnsafeSkipVerify.
 	Verify *bundle.VerifyOptions
+	// OnBlob, when set, is told about every blob once it is in the registry (progress).
+	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
 	// UnsafeSkipVerify pushes an unverified bundle. Never the default; the command
 	// that sets it says so loudly.
 	UnsafeSkipVerify bool
@@ -227,7 +229,12 @@ func unpackRepo(ctx context.Context, opts Options, l *layout.Layout, repo *orasr
 	copier := graphcopy.New(repo, graphcopy.Options{
 		Concurrency: opts.Concurrency,
 		MountFrom:   func(d ocispec.Descriptor) []string { return mounts.from(d.Digest, name) },
-		OnBlob:      func(d ocispec.Descriptor, _ graphcopy.How) { mounts.add(d.Digest, name) },
+		OnBlob: func(d ocispec.Descriptor, how graphcopy.How) {
+			mounts.add(d.Digest, name)
+			if opts.OnBlob != nil {
+				opts.OnBlob(d, how)
+			}
+		},
 	})
 	present := func(child ocispec.Descriptor) bool {
 		ok, err := l.Exists(ctx, child)
