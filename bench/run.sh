@@ -36,7 +36,7 @@ REGISTRY=$TOOLS/registry
 COSIGN=$TOOLS/cosign
 PETRA=$ROOT/bin/petra-oci
 TIME=/usr/bin/time
-WORK=$ROOT/.bench
+WORK=$ROOT/.bench/run # bench/verify.sh uses .bench/verify
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -55,7 +55,7 @@ esac
 REG_PID=
 cleanup() {
 	if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
-	if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+	if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; rmdir "$ROOT/.bench" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
