@@ -14,6 +14,10 @@ CRANE_VERSION=v0.22.1
 REGCTL_VERSION=v0.11.7
 COSIGN_VERSION=v2.6.5
 DISTRIBUTION_VERSION=v3.1.2
+# syft and grype: the CLIs of the exact library versions in go.mod (parity tests of
+# internal/sbom and internal/scan). Keep them in step with go.mod.
+SYFT_VERSION=v1.57.1
+GRYPE_VERSION=v0.121.3
 
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 
@@ -40,11 +44,14 @@ olareg() {
 	go build -o "$TOOLS_BIN/olareg" github.com/olareg/olareg/cmd/olareg
 }
 
-# Debian packages: skopeo and umoci for the interop tests, time (/usr/bin/time) for make bench.
+# Debian packages: skopeo and umoci for the interop tests, time (/usr/bin/time) for make bench,
+# chromium for the report rendering test.
 debs() {
 	local debs=()
 	command -v skopeo >/dev/null || debs+=(skopeo)
 	command -v umoci >/dev/null || debs+=(umoci)
+	# chromium: headless rendering check of the reviewer report (internal/report)
+	command -v chromium >/dev/null || debs+=(chromium)
 	[ -x /usr/bin/time ] || debs+=(time)
 	[ ${#debs[@]} -gt 0 ] || return 0
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -79,6 +86,8 @@ main() {
 	local debs_pid=$!
 	# Longest builds first.
 	spawn cosign   goinstall cosign   github.com/sigstore/cosign/v2            github.com/sigstore/cosign/v2/cmd/cosign             "$COSIGN_VERSION"
+	spawn grype    goinstall grype    github.com/anchore/grype                 github.com/anchore/grype/cmd/grype                   "$GRYPE_VERSION"
+	spawn syft     goinstall syft     github.com/anchore/syft                  github.com/anchore/syft/cmd/syft                     "$SYFT_VERSION"
 	spawn registry goinstall registry github.com/distribution/distribution/v3  github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION"
 	spawn olareg   olareg
 	spawn regctl   goinstall regctl   github.com/regclient/regclient           github.com/regclient/regclient/cmd/regctl            "$REGCTL_VERSION"
