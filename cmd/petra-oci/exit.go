@@ -9,6 +9,7 @@ import (
 	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/replay"
+	"github.com/petra-oci/petra-oci/internal/scan"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 )
@@ -33,6 +34,7 @@ const (
 	exitTrust       = 31 // the bundle carries trust material other than the pinned one
 	exitSource      = 32 // a source outside the policy's allow-list
 	exitPolicy      = 33 // the policy file is invalid, or no rule matches
+	exitVulns       = 40 // vulnerabilities over the thresholds
 )
 
 var exitCodes = []struct {
@@ -51,6 +53,7 @@ var exitCodes = []struct {
 	{layout.ErrFileMissing, exitFileMissing},
 	{layout.ErrFileExtra, exitFileExtra},
 	{layout.ErrFileChanged, exitFileChanged},
+	{scan.ErrThreshold, exitVulns},
 	{bundle.ErrTrustMismatch, exitTrust},
 	{policy.ErrSourceNotAllowed, exitSource},
 	{policy.ErrInvalidPolicy, exitPolicy},

@@ -32,7 +32,7 @@ Examples:
 			&cli.StringFlag{Name: "series-from", Usage: "continue the bundle series of this previous petra/metadata.json `FILE` (its bundle id, sequence + 1); default: the series of DIR's existing metadata, else a new series"},
 			trustedRootFlag(),
 			&cli.BoolFlag{Name: "no-evidence", Usage: "do not attach a signed SLSA verification summary to each verified image"},
-		}, append(append(signFlags(), policyFlags()...), registryFlags()...)...),
+		}, append(append(append(signFlags(), policyFlags()...), analyzeFlags()...), registryFlags()...)...),
 		Action: func(c *cli.Context) error {
 			if err := required(c, "dir"); err != nil {
 				return err
@@ -90,6 +90,14 @@ Examples:
 				popts.Evidence = signer != nil && !c.Bool("no-evidence")
 			} else {
 				logger(c).Warn("no --policy or --image-key: image signatures are NOT verified at pack")
+			}
+			an, err := analyzer(c)
+			if err != nil {
+				return err
+			}
+			if an != nil {
+				defer an.Close()
+				popts.Analyze = an.Image
 			}
 			prog := newProgress(c.App.ErrWriter)
 			popts.OnBlob = prog.onBlob()

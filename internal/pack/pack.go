@@ -63,6 +63,10 @@ type Options struct {
 	// (petra/policy.yaml, petra/trusted_root.json) and their digests recorded in the
 	// signed metadata.
 	PolicyFile, TrustedRootFile []byte
+	// Analyze, when set, runs on every image once it is copied (and verified) and
+	// returns what to attach: SBOMs and scan reports (internal/analyze). An error
+	// (e.g. vulnerabilities over the thresholds) fails the image.
+	Analyze func(ctx context.Context, l *layout.Layout, repository, tag string, root ocispec.Descriptor, children []ocispec.Descriptor) ([]referrers.Attachment, error)
 	// OnBlob, when set, is told about every blob once it is in the bundle (progress).
 	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
 	// Evidence writes, for every verified image, a SLSA verification summary signed
@@ -358,6 +362,17 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 		if atts, err = verifyImage(ctx, opts, l, t.ref, rootDesc, nodes, atts, img); err != nil {
 			return nil, nil, err
 		}
+	}
+	if opts.Analyze != nil {
+		var children []ocispec.Descriptor
+		for _, n := range nodes[1:] {
+			children = append(children, n.Descriptor)
+		}
+		more, err := opts.Analyze(ctx, l, t.ref, t.tag, rootDesc, children)
+		if err != nil {
+			return nil, nil, err
+		}
+		atts = append(atts, more...)
 	}
 	for _, a := range atts {
 		entries = append(entries, layout.AttachmentEntry(a.Descriptor, a.Kind, t.ref, a.Tag, a.Subject))

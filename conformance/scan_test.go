@@ -1,0 +1,74 @@
+package conformance
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/petra-oci/petra-oci/internal/fixture"
+	"github.com/petra-oci/petra-oci/internal/registrytest"
+	"github.com/petra-oci/petra-oci/internal/scan/scantest"
+)
+
+// TestPackScanGate runs SBOM generation and the offline CVE scan through the CLI on a
+// Chainguard-shaped image with xz 5.6.0 (CVE-2024-3094, critical) against a grype
+// database built in the test: the threshold refuses the image with a table of the
+// offending CVE; an unexpired exception lets it through and is recorded in the
+// reviewer report; an expired one does not.
+func TestPackScanGate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	keys := newBundleKeys(t)
+	db := scantest.WriteDB(t)
+	src := registrytest.Start(t, registrytest.InProcess)
+	img := fixture.Chainguard(ctx, t, src.Host, "chainguard/xz", "5.6", fixture.Options{Seed: 41})
+	ref := img.Repo + ":" + img.Tag
+	gate := []string{"--vuln-db", db.Archive, "--fail-on", "critical"}
+
+	// refused: exit 40, the CVE in the table on stderr, no sealed bundle
+	bad := filepath.Join(t.TempDir(), "bad")
+	r := e.run(petraBin, append([]string{"pack", "--image", ref, "-o", bad, "--plain-http", "--key", keys.priv}, gate...)...)
+	if r.exitCode != 40 || !strings.Contains(r.stderr, scantest.XZBackdoor) {
+		t.Fatalf("pack over the threshold: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(bad, "petra", "metadata.json")); !os.IsNotExist(err) {
+		t.Errorf("a refused pack sealed its bundle: %v", err)
+	}
+
+	// an expired exception does not apply
+	expired := writeFile(t, filepath.Join(t.TempDir(), "expired.yaml"), []byte(
+		"- cve: "+scantest.XZBackdoor+"\n  image: \"*chainguard/xz*\"\n  reason: old waiver\n  expires: \"2020-01-01\"\n"))
+	r = e.run(petraBin, append([]string{"pack", "--image", ref, "-o", filepath.Join(t.TempDir(), "b"), "--plain-http", "--exceptions", expired}, gate...)...)
+	if r.exitCode != 40 {
+		t.Errorf("pack with an expired exception: %s", r)
+	}
+
+	// an unexpired exception lets it through, recorded with its reason
+	waiver := writeFile(t, filepath.Join(t.TempDir(), "exceptions.yaml"), []byte(
+		"- cve: "+scantest.XZBackdoor+"\n  image: \"*chainguard/xz*\"\n  reason: rebuilt with xz 5.6.1-r2 next week\n  expires: \"2099-12-31\"\n"))
+	dir, res := packCLI(t, e, keys, ref, append(gate, "--exceptions", waiver)...)
+	if res.Images[0].Attachments < 12 { // fixture attachments + SBOM and scan report per platform
+		t.Errorf("attachments %d: SBOM and scan referrers missing", res.Images[0].Attachments)
+	}
+	insp := e.petra("inspect", "--report", filepath.Join(t.TempDir(), "report.html"), dir)
+	if strings.Count(insp.stdout, "application/spdx+json") < 2 || strings.Count(insp.stdout, "application/vnd.petra-oci.scan.report.v1+json") != 2 {
+		t.Errorf("inspect does not show an SBOM and a scan report per platform:\n%s", insp.stdout)
+	}
+	html := filepath.Join(t.TempDir(), "r.html")
+	e.petra("inspect", "--report", html, dir)
+	b, err := os.ReadFile(html)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{scantest.XZBackdoor, "rebuilt with xz 5.6.1-r2 next week", "chainguard/xz"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the reviewer report lacks %q", want)
+		}
+	}
+	// the bundle with its SBOMs and reports verifies and unpacks
+	dst := registrytest.Start(t, registrytest.Olareg)
+	e.petra(unpackArgs(keys, dst.Host+"/mirror", dir, "--state", filepath.Join(t.TempDir(), "s.json"))...)
+}
