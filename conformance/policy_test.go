@@ -166,7 +166,22 @@ images:
 	if !strings.Contains(out.stdout, "test/empty") {
 		t.Errorf("unpack output: %s", out)
 	}
-	vr := e.petra("verify", "--key", keys.pub, "--policy", pol, "--trusted-root", root, "--state", filepath.Join(t.TempDir(), "s.json"), dir)
+	rj := filepath.Join(t.TempDir(), "report.json")
+	vr := e.petra("verify", "--key", keys.pub, "--policy", pol, "--trusted-root", root, "--state", filepath.Join(t.TempDir(), "s.json"), "--report", rj, dir)
+	var rep struct {
+		Verified bool
+		Signers  []struct{ Identity, What string }
+		Images   []struct {
+			Signers []struct{ Identity, Issuer, What string }
+		}
+	}
+	if b, err := os.ReadFile(rj); err != nil || json.Unmarshal(b, &rep) != nil {
+		t.Fatalf("verify --report: %v", err)
+	}
+	if !rep.Verified || len(rep.Signers) != 1 || rep.Signers[0].What != "bundle metadata" ||
+		len(rep.Images) != 1 || len(rep.Images[0].Signers) == 0 || rep.Images[0].Signers[0].Identity != "cody@soyland.com" {
+		t.Errorf("reviewer report after verify: %+v", rep)
+	}
 	if !strings.Contains(vr.stdout, "cody@soyland.com (issuer https://github.com/login/oauth)") || !strings.Contains(vr.stdout, "(tlog)") {
 		t.Errorf("verify does not show who signed and when:\n%s", vr.stdout)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/inspect"
 	"github.com/petra-oci/petra-oci/internal/report"
 )
@@ -33,7 +34,7 @@ func inspectCommand() *cli.Command {
 				return err
 			}
 			if out := c.String("report"); out != "" {
-				if err := writeReport(c, c.Args().First(), out); err != nil {
+				if err := writeReport(c, c.Args().First(), out, nil); err != nil {
 					return err
 				}
 			}
@@ -68,12 +69,32 @@ func renderArtifacts(w io.Writer, as []inspect.Artifact, indent string) {
 	}
 }
 
-// writeReport writes the reviewer report of dir to out (HTML, or JSON for .json). It
-// is not a verification: the report says so unless a verification filled it in.
-func writeReport(c *cli.Context, dir, out string) error {
+// writeReport writes the reviewer report of dir to out (HTML, or JSON for .json). The
+// signers and the verified mark come only from verified, the result of a verification
+// that passed (verify --report); from inspect the report says it is not verified.
+func writeReport(c *cli.Context, dir, out string, verified *bundle.Report) error {
 	r, err := report.Build(c.Context, dir)
 	if err != nil {
 		return err
+	}
+	if verified != nil {
+		r.Verified = true
+		if s := verified.Signature; s != nil {
+			r.Signers = append(r.Signers, reportSigner(s.Mode, s.Identity, s.Issuer, s.KeyID, "bundle metadata"))
+		}
+		for _, res := range verified.ImageResults {
+			for i := range r.Images {
+				if r.Images[i].Digest != res.Digest {
+					continue
+				}
+				for _, sig := range res.Root.Signatures {
+					r.Images[i].Signers = append(r.Images[i].Signers, reportSigner(sig.Mode, sig.Identity, sig.Issuer, sig.KeyID, "image"))
+				}
+				for _, a := range res.Root.Attestations {
+					r.Images[i].Signers = append(r.Images[i].Signers, reportSigner(a.Mode, a.Identity, a.Issuer, a.KeyID, "attestation "+a.PredicateType))
+				}
+			}
+		}
 	}
 	f, err := os.Create(out)
 	if err != nil {
@@ -92,4 +113,11 @@ func writeReport(c *cli.Context, dir, out string) error {
 	}
 	logger(c).Info("reviewer report written", "file", out)
 	return nil
+}
+
+func reportSigner(mode, identity, issuer, keyID, what string) report.Signer {
+	if identity == "" {
+		identity = keyID
+	}
+	return report.Signer{Identity: identity, Issuer: issuer, Kind: mode, What: what}
 }

@@ -54,7 +54,8 @@ state, 20 changed file,
 21 missing file, 22 extra file, 23 symlink/device/FIFO/escaping path, 24 blob not
 matching its name, 25 index entry or blob not covered by the metadata.
 verify records nothing; unpack records the sequence once it has pushed the bundle.`,
-		Flags: append(append(verifyFlags(), replayFlags()...), outputFlag()),
+		Flags: append(append(verifyFlags(), replayFlags()...), outputFlag(),
+			&cli.StringFlag{Name: "report", Usage: "after a successful verification, write the reviewer report with the verified signers to `FILE` (.html or .json)"}),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return cli.Exit("verify: give exactly one bundle DIR", exitUsage)
@@ -70,6 +71,11 @@ verify records nothing; unpack records the sequence once it has pushed the bundl
 			rep, err := bundle.Verify(c.Context, c.Args().First(), *opts)
 			if err != nil {
 				return err
+			}
+			if out := c.String("report"); out != "" {
+				if err := writeReport(c, c.Args().First(), out, rep); err != nil {
+					return err
+				}
 			}
 			if asJSON {
 				return writeJSON(c, rep)
