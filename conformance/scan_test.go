@@ -68,6 +68,29 @@ func TestPackScanGate(t *testing.T) {
 			t.Errorf("the reviewer report lacks %q", want)
 		}
 	}
+	// the same thresholds and exception from the policy file
+	imageKey := writeFile(t, filepath.Join(t.TempDir(), "image.pub"), img.PublicKeyPEM)
+	policyWith := func(vulns string) string {
+		return writeFile(t, filepath.Join(t.TempDir(), "policy.yaml"), []byte(`apiVersion: petra-oci.dev/v1alpha1
+kind: Policy
+sources: ["**"]
+images:
+  - glob: "**"
+    authorities:
+      - key: {path: `+imageKey+`}
+vulnerabilities:
+`+vulns))
+	}
+	strict := policyWith("  failOn: critical\n")
+	if r := e.run(petraBin, "pack", "--image", ref, "-o", filepath.Join(t.TempDir(), "p0"), "--plain-http", "--policy", strict); r.exitCode != 2 || !strings.Contains(r.stderr, "--vuln-db") {
+		t.Errorf("a policy with thresholds and no --vuln-db: %s", r)
+	}
+	if r := e.run(petraBin, "pack", "--image", ref, "-o", filepath.Join(t.TempDir(), "p1"), "--plain-http", "--policy", strict, "--vuln-db", db.Archive); r.exitCode != 40 {
+		t.Errorf("policy thresholds: %s", r)
+	}
+	waived := policyWith("  failOn: critical\n  exceptions:\n    - {cve: " + scantest.XZBackdoor + ", image: \"*chainguard/xz*\", reason: from the policy, expires: \"2099-12-31\"}\n")
+	packCLI(t, e, keys, ref, "--policy", waived, "--vuln-db", db.Archive)
+
 	// the bundle with its SBOMs and reports verifies and unpacks
 	dst := registrytest.Start(t, registrytest.Olareg)
 	e.petra(unpackArgs(keys, dst.Host+"/mirror", dir, "--state", filepath.Join(t.TempDir(), "s.json"))...)

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/petra-oci/petra-oci/internal/analyze"
+	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 )
 
@@ -25,8 +26,16 @@ func analyzeFlags() []cli.Flag {
 	}
 }
 
-// analyzer builds the pack analyzer the flags ask for; nil when none.
-func analyzer(c *cli.Context) (*analyze.Analyzer, error) {
+// analyzer builds the pack analyzer the flags and the policy's vulnerabilities section
+// ask for (flags given explicitly override the policy); nil when none.
+func analyzer(c *cli.Context, pol *policy.Policy) (*analyze.Analyzer, error) {
+	var pv *policy.Vulnerabilities
+	if pol != nil {
+		pv = pol.Vulnerabilities
+	}
+	if pv != nil && c.String("vuln-db") == "" {
+		return nil, cli.Exit("the policy sets vulnerability thresholds: give --vuln-db (an offline grype database)", exitUsage)
+	}
 	if !c.Bool("sbom") && c.String("vuln-db") == "" {
 		return nil, nil
 	}
@@ -36,6 +45,22 @@ func analyzer(c *cli.Context) (*analyze.Analyzer, error) {
 		Thresholds: scanreport.Thresholds{
 			FailOnFixable: c.Bool("fail-on-fixable"), Mode: scanreport.Mode(c.String("scan-mode")),
 		},
+	}
+	if pv != nil {
+		th := pv.Thresholds()
+		if !c.IsSet("fail-on-fixable") {
+			opts.Thresholds.FailOnFixable = th.FailOnFixable
+		}
+		if !c.IsSet("scan-mode") && th.Mode != "" {
+			opts.Thresholds.Mode = th.Mode
+		}
+		if !c.IsSet("fail-on") {
+			opts.Thresholds.FailOn = th.FailOn
+		}
+		if !c.IsSet("vuln-db-max-age") {
+			opts.MaxDBAge = pv.DBMaxAge()
+		}
+		opts.Exceptions = append(opts.Exceptions, pv.Exceptions...)
 	}
 	if s := c.String("fail-on"); s != "" {
 		sev, err := scanreport.ParseSeverity(s)
@@ -49,9 +74,11 @@ func analyzer(c *cli.Context) (*analyze.Analyzer, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := yaml.UnmarshalStrict(b, &opts.Exceptions); err != nil {
+		var more []scanreport.Exception
+		if err := yaml.UnmarshalStrict(b, &more); err != nil {
 			return nil, cli.Exit("--exceptions "+f+": "+err.Error(), exitUsage)
 		}
+		opts.Exceptions = append(opts.Exceptions, more...)
 	}
 	for _, f := range c.StringSlice("vex") {
 		b, err := os.ReadFile(f)

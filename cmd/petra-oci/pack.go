@@ -7,6 +7,7 @@ import (
 
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/pack"
+	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/layout"
 )
 
@@ -91,7 +92,11 @@ Examples:
 			} else {
 				logger(c).Warn("no --policy or --image-key: image signatures are NOT verified at pack")
 			}
-			an, err := analyzer(c)
+			var pol *policy.Policy
+			if ip != nil {
+				pol = ip.Policy
+			}
+			an, err := analyzer(c, pol)
 			if err != nil {
 				return err
 			}

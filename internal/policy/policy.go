@@ -76,6 +76,9 @@ type Policy struct {
 	// Images are the rules, tried in order; the first whose glob matches the
 	// repository applies.
 	Images []ImageRule `json:"images"`
+	// Vulnerabilities, when set, are the scan thresholds and exceptions pack applies
+	// (docs/sbom-and-scan.md); pack then needs a vulnerability database.
+	Vulnerabilities *Vulnerabilities `json:"vulnerabilities,omitempty"`
 
 	sources   []*regexp.Regexp
 	canonical []byte
@@ -323,6 +326,11 @@ func (p *Policy) validate(baseDir string) error {
 	}
 	if len(p.Sources) == 0 {
 		return errors.New("sources is empty: list the repositories that may be pulled (globs, e.g. cgr.dev/chainguard/**)")
+	}
+	if p.Vulnerabilities != nil {
+		if err := p.Vulnerabilities.validate(); err != nil {
+			return err
+		}
 	}
 	seen := map[string]bool{}
 	for i, s := range p.Sources {
