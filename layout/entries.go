@@ -203,3 +203,22 @@ func Merge(old, add []Entry) []Entry {
 	}
 	return out
 }
+
+// OpenEntries opens the layout at dir and decodes its index.json entries: what a reader
+// of a petra-oci bundle (inspect, the reviewer report) starts from. It verifies nothing
+// beyond the shape; a bundle from elsewhere is verified by the bundle verifier first.
+func OpenEntries(dir string) (*Layout, []Entry, error) {
+	l, err := Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	idx, err := l.ReadIndex()
+	if err != nil {
+		return nil, nil, err
+	}
+	entries, err := ParseEntries(idx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, entries, nil
+}

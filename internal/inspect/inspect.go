@@ -56,15 +56,7 @@ type Report struct {
 
 // Inspect reads the bundle at dir.
 func Inspect(ctx context.Context, dir string) (*Report, error) {
-	l, err := layout.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := l.ReadIndex()
-	if err != nil {
-		return nil, err
-	}
-	entries, err := layout.ParseEntries(idx)
+	l, entries, err := layout.OpenEntries(dir)
 	if err != nil {
 		return nil, err
 	}

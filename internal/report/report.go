@@ -163,15 +163,7 @@ func BuildWithOptions(ctx context.Context, dir string, opts Options) (*Report, e
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	l, err := layout.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := l.ReadIndex()
-	if err != nil {
-		return nil, err
-	}
-	entries, err := layout.ParseEntries(idx)
+	l, entries, err := layout.OpenEntries(dir)
 	if err != nil {
 		return nil, err
 	}
