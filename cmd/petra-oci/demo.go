@@ -39,6 +39,10 @@ shows it, unpacks it into the destination and checks every digest. Needs no netw
 			for _, m := range res.Unpack.Images {
 				fmt.Fprintf(w, "  %s -> %s (%s, %d attachments)\n", m.Source, m.Destination, m.Digest, m.Attachments)
 			}
+			if v := res.Unpack.Verification; v != nil {
+				fmt.Fprintf(w, "\nbundle %s sequence %d verified (signature, %d files); images verified again offline:\n", v.BundleID, v.Sequence, v.Files.Files)
+				renderImageResults(w, v.ImageResults)
+			}
 			fmt.Fprintf(w, "\nOK: %d manifests at the destination under their source digests\n", res.Verified)
 			return nil
 		},

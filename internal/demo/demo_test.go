@@ -24,6 +24,14 @@ func TestRun(t *testing.T) {
 			t.Errorf("inspect %s: %d platforms, %d attachments", im.Name, len(im.Platforms), len(im.Attachments))
 		}
 	}
+	for _, im := range res.Pack.Images {
+		if im.Verification == nil || !im.Verification.Verified {
+			t.Errorf("%s was not verified at pack", im.Source)
+		}
+	}
+	if v := res.Unpack.Verification; v == nil || len(v.ImageResults) != len(Samples) {
+		t.Errorf("unpack did not re-verify every image: %+v", v)
+	}
 	for _, r := range res.Unpack.Repositories {
 		if r.ReferrersAPI {
 			t.Errorf("destination %s reported the referrers API; the demo's destination has none", r.Name)
