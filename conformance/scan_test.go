@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,7 +92,43 @@ vulnerabilities:
 	waived := policyWith("  failOn: critical\n  exceptions:\n    - {cve: " + scantest.XZBackdoor + ", image: \"*chainguard/xz*\", reason: from the policy, expires: \"2099-12-31\"}\n")
 	packCLI(t, e, keys, ref, "--policy", waived, "--vuln-db", db.Archive)
 
+	// with a policy that verifies the image's SPDX attestations, the carried SBOM is the
+	// one attached (no database: nothing generated)
+	carriedDir, _ := packCLI(t, e, keys, ref, "--image-key", imageKey, "--sbom", "--no-evidence")
+	origins := sbomOrigins(t, carriedDir)
+	if origins["carried"] != 2 || origins["generated"] != 0 {
+		t.Errorf("SBOM origins with verified SPDX attestations: %v, want 2 carried", origins)
+	}
+	if o := sbomOrigins(t, dir); o["generated"] != 2 || o["carried"] != 0 {
+		t.Errorf("SBOM origins without a policy: %v, want 2 generated", o)
+	}
+
 	// the bundle with its SBOMs and reports verifies and unpacks
 	dst := registrytest.Start(t, registrytest.Olareg)
 	e.petra(unpackArgs(keys, dst.Host+"/mirror", dir, "--state", filepath.Join(t.TempDir(), "s.json"))...)
+}
+
+// sbomOrigins counts the SPDX referrers of a bundle by their origin annotation.
+func sbomOrigins(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx struct {
+		Manifests []struct {
+			ArtifactType string
+			Annotations  map[string]string
+		}
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, m := range idx.Manifests {
+		if m.ArtifactType == "application/spdx+json" && m.Annotations["dev.petra-oci.sbom.origin"] != "" {
+			out[m.Annotations["dev.petra-oci.sbom.origin"]]++
+		}
+	}
+	return out
 }

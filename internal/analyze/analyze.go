@@ -8,15 +8,20 @@ package analyze
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/petra-oci/petra-oci/internal/imageverify"
+	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/report/artifact"
 	"github.com/petra-oci/petra-oci/internal/sbom"
+	"github.com/petra-oci/petra-oci/internal/sbom/spdx"
 	"github.com/petra-oci/petra-oci/internal/scan"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/layout"
@@ -88,8 +93,14 @@ func (a *Analyzer) Close() error {
 // manifest of the image (the root itself when it is a single manifest). An image over
 // the thresholds fails with an error wrapping scan.ErrThreshold that holds the table
 // of offending CVEs; nothing of it is attached then.
-func (a *Analyzer) Image(ctx context.Context, l *layout.Layout, repository, tag string, root ocispec.Descriptor, children []ocispec.Descriptor) ([]referrers.Attachment, error) {
-	platforms := children
+//
+// The SBOM attached is the image's own SPDX attestation when the policy verified one
+// for that platform (origin "carried"); otherwise one syft generates (origin
+// "generated"). The scan always reads a generated SBOM, which is attached too: a
+// carried SPDX document may lack what grype needs to pick the distribution.
+func (a *Analyzer) Image(ctx context.Context, in pack.AnalyzeInput) ([]referrers.Attachment, error) {
+	l, repository, tag, root := in.Layout, in.Repository, in.Tag, in.Root
+	platforms := in.Children
 	if !oci.IsIndex(root.MediaType) {
 		platforms = []ocispec.Descriptor{root}
 	}
@@ -101,23 +112,41 @@ func (a *Analyzer) Image(ctx context.Context, l *layout.Layout, repository, tag 
 	var errs []error
 	for _, p := range platforms {
 		p := ocispec.Descriptor{MediaType: p.MediaType, Digest: p.Digest, Size: p.Size, Platform: p.Platform}
+		plat := oci.PlatformString(p.Platform)
+		carried, err := carriedSPDX(ctx, in, p.Digest)
+		if err != nil {
+			return nil, err
+		}
+		if carried != nil {
+			d, err := spdx.ParseDocument(carried)
+			if err != nil {
+				return nil, fmt.Errorf("carried SBOM of %s: %w", p.Digest, err)
+			}
+			info := spdx.InfoFor(d, sbom.OriginCarried)
+			info.Platform = plat
+			att, err := attachSBOM(ctx, l, carried, p, info, a.opts.Now)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, att)
+			a.opts.Log.Info("carried SBOM attached", "image", name, "platform", plat, "packages", info.Packages)
+			if a.db == nil {
+				continue
+			}
+		}
 		doc, info, err := sbom.Generate(ctx, l, p, sbom.Options{Name: repository})
 		if err != nil {
 			return nil, err
 		}
 		if info.Platform == "" {
-			info.Platform = oci.PlatformString(p.Platform)
+			info.Platform = plat
 		}
-		m, err := sbom.ReferrerManifest(doc, p, info, a.opts.Now)
-		if err != nil {
-			return nil, err
-		}
-		att, err := push(ctx, l, m, p)
+		att, err := attachSBOM(ctx, l, doc, p, info, a.opts.Now)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, att)
-		a.opts.Log.Info("SBOM attached", "image", name, "platform", info.Platform, "packages", info.Packages)
+		a.opts.Log.Info("SBOM generated", "image", name, "platform", info.Platform, "packages", info.Packages)
 		if a.db == nil {
 			continue
 		}
@@ -151,6 +180,72 @@ func (a *Analyzer) Image(ctx context.Context, l *layout.Layout, repository, tag 
 		return nil, err
 	}
 	return out, nil
+}
+
+func attachSBOM(ctx context.Context, l *layout.Layout, doc []byte, subject ocispec.Descriptor, info sbom.Info, now time.Time) (referrers.Attachment, error) {
+	m, err := sbom.ReferrerManifest(doc, subject, info, now)
+	if err != nil {
+		return referrers.Attachment{}, err
+	}
+	return push(ctx, l, m, subject)
+}
+
+// maxEnvelopeBytes bounds a DSSE envelope layer read whole.
+const maxEnvelopeBytes = 64 << 20
+
+// carriedSPDX returns the SPDX document of a verified https://spdx.dev/Document
+// attestation about subject, re-read from the bundle (a cosign .att layer) and checked
+// against the payload digest the verification recorded; nil when there is none.
+func carriedSPDX(ctx context.Context, in pack.AnalyzeInput, subject digest.Digest) ([]byte, error) {
+	if in.Verification == nil {
+		return nil, nil
+	}
+	for _, s := range append([]imageverify.Subject{in.Verification.Root}, in.Verification.Children...) {
+		if s.Digest != subject {
+			continue
+		}
+		for _, at := range s.Attestations {
+			if at.PredicateType != spdx.PredicateType || at.Form != imageverify.FormCosignAtt {
+				continue
+			}
+			for _, a := range in.Attachments {
+				// the verified .att manifest, or the one evidence re-wrote with the same layers
+				if a.Descriptor.Digest != at.Manifest && (a.Kind != oci.KindCosignAtt || a.Subject != subject) {
+					continue
+				}
+				b, err := in.Layout.FetchManifest(ctx, ocispec.Descriptor{MediaType: a.Descriptor.MediaType, Digest: a.Descriptor.Digest, Size: a.Descriptor.Size})
+				if err != nil {
+					return nil, err
+				}
+				m, err := oci.ParseManifest(a.Descriptor, b)
+				if err != nil {
+					return nil, err
+				}
+				for _, layer := range m.Layers {
+					if layer.Digest != at.Layer {
+						continue
+					}
+					rc, err := in.Layout.Fetch(ctx, layer)
+					if err != nil {
+						return nil, err
+					}
+					eb, err := oci.ReadAllVerified(rc, layer, maxEnvelopeBytes)
+					if err != nil {
+						return nil, err
+					}
+					var env struct{ Payload []byte }
+					if err := json.Unmarshal(eb, &env); err != nil {
+						return nil, fmt.Errorf("attestation layer %s: %w", layer.Digest, err)
+					}
+					if digest.FromBytes(env.Payload) != at.PayloadDigest {
+						return nil, fmt.Errorf("%w: attestation %s changed since it was verified", oci.ErrDigestMismatch, layer.Digest)
+					}
+					return sbom.FromAttestation(env.Payload)
+				}
+			}
+		}
+	}
+	return nil, nil
 }
 
 func push(ctx context.Context, l *layout.Layout, m *artifact.Manifest, subject ocispec.Descriptor) (referrers.Attachment, error) {

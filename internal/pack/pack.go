@@ -66,12 +66,26 @@ type Options struct {
 	// Analyze, when set, runs on every image once it is copied (and verified) and
 	// returns what to attach: SBOMs and scan reports (internal/analyze). An error
 	// (e.g. vulnerabilities over the thresholds) fails the image.
-	Analyze func(ctx context.Context, l *layout.Layout, repository, tag string, root ocispec.Descriptor, children []ocispec.Descriptor) ([]referrers.Attachment, error)
+	Analyze func(ctx context.Context, in AnalyzeInput) ([]referrers.Attachment, error)
 	// OnBlob, when set, is told about every blob once it is in the bundle (progress).
 	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
 	// Evidence writes, for every verified image, a SLSA verification summary signed
 	// with the bundle key (Seal.Signer), as a referrer and in the cosign .att form.
 	Evidence bool
+}
+
+// AnalyzeInput is an image handed to Options.Analyze once it is in the bundle.
+type AnalyzeInput struct {
+	Layout          *layout.Layout
+	Repository, Tag string
+	Root            ocispec.Descriptor
+	// Children are the packed platform manifests of an index.
+	Children []ocispec.Descriptor
+	// Attachments are the image's packed attachments.
+	Attachments []referrers.Attachment
+	// Verification is what the policy check proved (nil without a policy): only
+	// attestations it verified may be used.
+	Verification *imageverify.Result
 }
 
 // Image is one packed image.
@@ -368,7 +382,8 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 		for _, n := range nodes[1:] {
 			children = append(children, n.Descriptor)
 		}
-		more, err := opts.Analyze(ctx, l, t.ref, t.tag, rootDesc, children)
+		more, err := opts.Analyze(ctx, AnalyzeInput{Layout: l, Repository: t.ref, Tag: t.tag, Root: rootDesc,
+			Children: children, Attachments: atts, Verification: img.Verification})
 		if err != nil {
 			return nil, nil, err
 		}
