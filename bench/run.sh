@@ -222,7 +222,7 @@ run_tools() {
 		images=()
 		for i in $(seq 1 "$N"); do images+=(--image "$REG/bench/img-$i:v1"); done
 		log "petra-oci pack ($N images, one call)"
-		if COSIGN_PASSWORD= timed petra-pack$r "$PETRA" pack --plain-http "${PETRA_SIGN[@]}" "${images[@]}" -o "$WORK/out/petra$r"; then
+		if COSIGN_PASSWORD= timed petra-pack$r "$PETRA" pack --plain-http --sbom=false "${PETRA_SIGN[@]}" "${images[@]}" -o "$WORK/out/petra$r"; then
 			record petra-oci "$PACK" petra-pack$r 1 ok
 			log "petra-oci unpack (one call)"
 			if timed petra-unpack$r "$PETRA" unpack --to "$REG/restored$r-petra" --plain-http "${PETRA_VERIFY[@]}" "$WORK/out/petra$r"; then

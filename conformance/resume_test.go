@@ -139,7 +139,7 @@ func TestInteropKillResume(t *testing.T) {
 
 	// an uninterrupted pack: the reference bundle and the total number of blobs
 	full := filepath.Join(t.TempDir(), "full")
-	total := parseSummary(t, e.petra("pack", "--image", ref, "-o", full, "--plain-http", "--key", keys.priv))
+	total := parseSummary(t, e.petra("pack", "--image", ref, "-o", full, "--plain-http", "--sbom=false", "--key", keys.priv))
 	if total.copied == 0 || total.existed != 0 {
 		t.Fatalf("a fresh pack reported %+v", total)
 	}
@@ -151,7 +151,7 @@ func TestInteropKillResume(t *testing.T) {
 		blobs := filepath.Join(dir, "blobs", "sha256")
 		ingest := filepath.Join(dir, layout.IngestDir)
 		// kill once a blob is in place and another is half written
-		killWhen(t, e.command("pack", "--image", ref, "-o", dir, "--plain-http", "--key", keys.priv, "--concurrency", "1"),
+		killWhen(t, e.command("pack", "--image", ref, "-o", dir, "--plain-http", "--sbom=false", "--key", keys.priv, "--concurrency", "1"),
 			func() bool { return countFiles(blobs, "") > 0 && nonEmptyFiles(ingest) > 0 })
 		if _, err := os.Stat(filepath.Join(dir, "index.json")); !os.IsNotExist(err) {
 			t.Fatalf("the interrupted pack wrote index.json (%v): it was not interrupted mid-way", err)
@@ -160,7 +160,7 @@ func TestInteropKillResume(t *testing.T) {
 		assertLayoutBlobsVerify(t, dir) // what the kill left is whole
 		t.Logf("the kill left %d blobs and %d partly written ingest files", left, nonEmptyFiles(ingest))
 
-		again := parseSummary(t, e.petra("pack", "--image", ref, "-o", dir, "--plain-http", "--key", keys.priv))
+		again := parseSummary(t, e.petra("pack", "--image", ref, "-o", dir, "--plain-http", "--sbom=false", "--key", keys.priv))
 		if again.existed < left || again.copied >= total.copied || again.copied+again.existed != total.copied {
 			t.Errorf("re-run after the kill: %+v, want %d blobs in total with the %d left by the kill not copied again", again, total.copied, left)
 		}

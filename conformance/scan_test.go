@@ -102,6 +102,12 @@ vulnerabilities:
 	if o := sbomOrigins(t, dir); o["generated"] != 2 || o["carried"] != 0 {
 		t.Errorf("SBOM origins without a policy: %v, want 2 generated", o)
 	}
+	// SBOMs are the default: a plain pack attaches one per platform
+	plain := filepath.Join(t.TempDir(), "plain")
+	e.petra("pack", "--image", ref, "-o", plain, "--plain-http", "--key", keys.priv)
+	if o := sbomOrigins(t, plain); o["generated"] != 2 {
+		t.Errorf("SBOM origins of a default pack: %v, want 2 generated", o)
+	}
 
 	// the bundle with its SBOMs and reports verifies and unpacks
 	dst := registrytest.Start(t, registrytest.Olareg)

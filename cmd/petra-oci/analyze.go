@@ -15,7 +15,7 @@ import (
 // analyzeFlags select SBOM generation and the vulnerability scan at pack.
 func analyzeFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.BoolFlag{Name: "sbom", Usage: "attach an SPDX 2.3 SBOM (syft, offline) to every platform of every image"},
+		&cli.BoolFlag{Name: "sbom", Value: true, Usage: "attach an SPDX 2.3 SBOM to every platform of every image: its own SPDX attestation when the policy verified one, else generated with syft, offline (--sbom=false: none)"},
 		&cli.StringFlag{Name: "vuln-db", Usage: "scan every SBOM with grype against this offline database `PATH` (what `grype db import` takes, or an installed db dir); implies --sbom"},
 		&cli.DurationFlag{Name: "vuln-db-max-age", Usage: "refuse a vulnerability database older than this `DURATION` (e.g. 120h); 0: no limit"},
 		&cli.StringFlag{Name: "fail-on", Usage: "refuse an image with a finding of this `SEVERITY` or worse (negligible, low, medium, high, critical)"},
