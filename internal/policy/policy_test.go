@@ -88,7 +88,7 @@ func TestParseRefuses(t *testing.T) {
 		{"wrong kind", strings.Replace(keyless(`issuer: https://i.example, identity: a`), "kind: Policy", "kind: ClusterImagePolicy", 1), "kind"},
 		{"source with tag", strings.Replace(keyless(`issuer: https://i.example, identity: a`), `"cgr.dev/**"]`, `"cgr.dev/chainguard/nginx:latest"]`, 1), "no tag or digest"},
 		{"source with digest", strings.Replace(keyless(`issuer: https://i.example, identity: a`), `"cgr.dev/**"]`, `"cgr.dev/chainguard/nginx@sha256:abc"]`, 1), "no tag or digest"},
-		{"source with scheme", strings.Replace(keyless(`issuer: https://i.example, identity: a`), `"cgr.dev/**"]`, `"https://cgr.dev/**"]`, 1), "scheme"},
+		{"source with scheme", strings.Replace(keyless(`issuer: https://i.example, identity: a`), `"cgr.dev/**"]`, `"oci://registry.example/**"]`, 1), "scheme"},
 		{"source host only", strings.Replace(keyless(`issuer: https://i.example, identity: a`), `"cgr.dev/**"]`, `"cgr.dev"]`, 1), "host/path"},
 		{"source with ***", strings.Replace(keyless(`issuer: https://i.example, identity: a`), `"cgr.dev/**"]`, `"cgr.dev/***"]`, 1), "***"},
 		{"source with ?", strings.Replace(keyless(`issuer: https://i.example, identity: a`), `"cgr.dev/**"]`, `"cgr.dev/nginx?"]`, 1), "not allowed"},
@@ -148,7 +148,7 @@ images:
 		{"registry.example/team/x/base2", ErrSourceNotAllowed},
 		{"cgr.dev/chainguard/nginx:latest", ErrInvalidRepository},
 		{"cgr.dev/chainguard/nginx@sha256:0000000000000000000000000000000000000000000000000000000000000000", ErrInvalidRepository},
-		{"https://cgr.dev/chainguard/nginx", ErrInvalidRepository},
+		{"oci://registry.example/chainguard/nginx", ErrInvalidRepository},
 		{"cgr.dev", ErrInvalidRepository},
 		{"", ErrInvalidRepository},
 	} {
