@@ -60,3 +60,13 @@ func required(c *cli.Context, flags ...string) error {
 	}
 	return nil
 }
+
+// render writes v as JSON to stdout, or calls text, which writes results to stdout and
+// summaries to stderr. Commands render even a partial result of a failed run.
+func render(c *cli.Context, asJSON bool, v any, text func()) error {
+	if asJSON {
+		return writeJSON(c, v)
+	}
+	text()
+	return nil
+}

@@ -109,11 +109,7 @@ Examples:
 			res, err := pack.Pack(c.Context, popts)
 			prog.done()
 			if res != nil {
-				if asJSON {
-					if jerr := writeJSON(c, res); jerr != nil {
-						return jerr
-					}
-				} else {
+				if rerr := render(c, asJSON, res, func() {
 					for _, im := range res.Images {
 						fmt.Fprintf(c.App.Writer, "%s\t%s\t%d platforms\t%d attachments\n", im.Source, im.Digest, len(im.Platforms), im.Attachments)
 					}
@@ -123,6 +119,8 @@ Examples:
 					if res.BundleID != "" {
 						fmt.Fprintf(c.App.ErrWriter, "bundle %s sequence %d, signed: %v\n", res.BundleID, res.Sequence, res.Signed)
 					}
+				}); rerr != nil {
+					return rerr
 				}
 			}
 			return err

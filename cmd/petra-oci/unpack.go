@@ -59,11 +59,7 @@ push has succeeded, so the same or an older bundle is refused next time.`,
 			res, err := unpack.Unpack(c.Context, opts)
 			prog.done()
 			if res != nil {
-				if asJSON {
-					if jerr := writeJSON(c, res); jerr != nil {
-						return jerr
-					}
-				} else {
+				if rerr := render(c, asJSON, res, func() {
 					for _, m := range res.Images {
 						fmt.Fprintf(c.App.Writer, "%s -> %s\t%s\t%d attachments\n", m.Source, m.Destination, m.Digest, m.Attachments)
 					}
@@ -77,6 +73,8 @@ push has succeeded, so the same or an older bundle is refused next time.`,
 					s := res.Stats
 					fmt.Fprintf(c.App.ErrWriter, "unpacked %d images: %d blobs uploaded (%d bytes), %d mounted, %d already there, %d manifests pushed\n",
 						len(res.Images), s.BlobsCopied, s.BytesCopied, s.BlobsMounted, s.BlobsExisted, s.Manifests)
+				}); rerr != nil {
+					return rerr
 				}
 			}
 			return err
