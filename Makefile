@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 30m
 .PHONY: build tools test demo bench bench-verify fips clean
 
 build:
-	go build -o bin/petra-oci ./cmd/petra-oci
+	go build -o bin/ ./cmd/petra-oci ./cmd/petra-oci-analyze
 
 tools:
 	scripts/install-tools.sh
@@ -33,7 +33,7 @@ bench-verify:
 	bench/verify.sh
 
 fips:
-	GOFIPS140=v1.0.0 go build -o bin/petra-oci-fips ./cmd/petra-oci
+	mkdir -p bin/fips && GOFIPS140=v1.0.0 go build -o bin/fips/ ./cmd/petra-oci ./cmd/petra-oci-analyze
 
 clean:
 	rm -rf bin .bench

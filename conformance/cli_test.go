@@ -35,7 +35,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	petraBin = filepath.Join(tmp, "petra-oci")
-	build := exec.Command("go", "build", "-o", petraBin, "./cmd/petra-oci")
+	// petra-oci-analyze beside petra-oci, where pack looks for it
+	build := exec.Command("go", "build", "-o", tmp+string(filepath.Separator), "./cmd/petra-oci", "./cmd/petra-oci-analyze")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "conformance: building the petra-oci CLI: %v\n%s", err, out)

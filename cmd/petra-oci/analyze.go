@@ -1,15 +1,18 @@
 package main
 
 import (
-	"os"
+	"context"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"sigs.k8s.io/yaml"
 
-	"github.com/petra-oci/petra-oci/internal/analyze"
+	"github.com/petra-oci/petra-oci/internal/analyze/job"
+	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
+	"github.com/petra-oci/petra-oci/referrers"
 )
 
 // analyzeFlags select SBOM generation and the vulnerability scan at pack.
@@ -26,21 +29,23 @@ func analyzeFlags() []cli.Flag {
 	}
 }
 
-// analyzer builds the pack analyzer the flags and the policy's vulnerabilities section
-// ask for (flags given explicitly override the policy); nil when none.
-func analyzer(c *cli.Context, pol *policy.Policy) (*analyze.Analyzer, error) {
+// analyzer returns the pack hook the flags and the policy's vulnerabilities section
+// ask for (flags given explicitly override the policy), and a function that stops the
+// analyzer process; nil when no analysis is asked. The analysis runs in
+// petra-oci-analyze, started on the first image.
+func analyzer(c *cli.Context, pol *policy.Policy, dir string) (func(context.Context, pack.AnalyzeInput) ([]referrers.Attachment, error), func(), error) {
 	var pv *policy.Vulnerabilities
 	if pol != nil {
 		pv = pol.Vulnerabilities
 	}
 	if pv != nil && c.String("vuln-db") == "" {
-		return nil, cli.Exit("the policy sets vulnerability thresholds: give --vuln-db (an offline grype database)", exitUsage)
+		return nil, nil, cli.Exit("the policy sets vulnerability thresholds: give --vuln-db (an offline grype database)", exitUsage)
 	}
 	if !c.Bool("sbom") && c.String("vuln-db") == "" {
-		return nil, nil
+		return nil, func() {}, nil
 	}
-	opts := analyze.Options{
-		VulnDB: c.String("vuln-db"), MaxDBAge: c.Duration("vuln-db-max-age"), Log: logger(c),
+	cfg := job.Config{
+		Dir: dir, VulnDB: c.String("vuln-db"), MaxDBAge: c.Duration("vuln-db-max-age"),
 		Now: time.Now().UTC().Truncate(time.Second),
 		Thresholds: scanreport.Thresholds{
 			FailOnFixable: c.Bool("fail-on-fixable"), Mode: scanreport.Mode(c.String("scan-mode")),
@@ -49,43 +54,80 @@ func analyzer(c *cli.Context, pol *policy.Policy) (*analyze.Analyzer, error) {
 	if pv != nil {
 		th := pv.Thresholds()
 		if !c.IsSet("fail-on-fixable") {
-			opts.Thresholds.FailOnFixable = th.FailOnFixable
+			cfg.Thresholds.FailOnFixable = th.FailOnFixable
 		}
 		if !c.IsSet("scan-mode") && th.Mode != "" {
-			opts.Thresholds.Mode = th.Mode
+			cfg.Thresholds.Mode = th.Mode
 		}
 		if !c.IsSet("fail-on") {
-			opts.Thresholds.FailOn = th.FailOn
+			cfg.Thresholds.FailOn = th.FailOn
 		}
 		if !c.IsSet("vuln-db-max-age") {
-			opts.MaxDBAge = pv.DBMaxAge()
+			cfg.MaxDBAge = pv.DBMaxAge()
 		}
-		opts.Exceptions = append(opts.Exceptions, pv.Exceptions...)
+		cfg.Exceptions = append(cfg.Exceptions, pv.Exceptions...)
 	}
 	if s := c.String("fail-on"); s != "" {
 		sev, err := scanreport.ParseSeverity(s)
 		if err != nil {
-			return nil, cli.Exit("--fail-on: "+err.Error(), exitUsage)
+			return nil, nil, cli.Exit("--fail-on: "+err.Error(), exitUsage)
 		}
-		opts.Thresholds.FailOn = sev
+		cfg.Thresholds.FailOn = sev
+	}
+	if err := cfg.Thresholds.Validate(); err != nil {
+		return nil, nil, cli.Exit(err.Error(), exitUsage)
 	}
 	if f := c.String("exceptions"); f != "" {
 		b, err := readLimited(f, 4<<20)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var more []scanreport.Exception
 		if err := yaml.UnmarshalStrict(b, &more); err != nil {
-			return nil, cli.Exit("--exceptions "+f+": "+err.Error(), exitUsage)
+			return nil, nil, cli.Exit("--exceptions "+f+": "+err.Error(), exitUsage)
 		}
-		opts.Exceptions = append(opts.Exceptions, more...)
+		cfg.Exceptions = append(cfg.Exceptions, more...)
+	}
+	for _, e := range cfg.Exceptions {
+		if err := e.Validate(); err != nil {
+			return nil, nil, cli.Exit("exceptions: "+err.Error(), exitUsage)
+		}
 	}
 	for _, f := range c.StringSlice("vex") {
-		b, err := os.ReadFile(f)
+		b, err := readLimited(f, 16<<20)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		opts.VEX = append(opts.VEX, b)
+		cfg.VEX = append(cfg.VEX, b)
 	}
-	return analyze.New(c.Context, opts)
+	bin, err := job.Find()
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		mu     sync.Mutex
+		client *job.Client
+	)
+	hook := func(ctx context.Context, in pack.AnalyzeInput) ([]referrers.Attachment, error) {
+		mu.Lock()
+		if client == nil {
+			cl, err := job.Start(ctx, bin, cfg, c.App.ErrWriter)
+			if err != nil {
+				mu.Unlock()
+				return nil, err
+			}
+			client = cl
+		}
+		mu.Unlock()
+		return client.Analyze(job.Request{Repository: in.Repository, Tag: in.Tag, Root: in.Root, Children: in.Children,
+			Attachments: in.Attachments, Verification: in.Verification})
+	}
+	stop := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if client != nil {
+			client.Close()
+		}
+	}
+	return hook, stop, nil
 }

@@ -5,11 +5,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/internal/analyze/job"
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/replay"
-	"github.com/petra-oci/petra-oci/internal/scan"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 )
@@ -53,7 +53,7 @@ var exitCodes = []struct {
 	{layout.ErrFileMissing, exitFileMissing},
 	{layout.ErrFileExtra, exitFileExtra},
 	{layout.ErrFileChanged, exitFileChanged},
-	{scan.ErrThreshold, exitVulns},
+	{job.ErrThreshold, exitVulns},
 	{bundle.ErrTrustMismatch, exitTrust},
 	{policy.ErrSourceNotAllowed, exitSource},
 	{policy.ErrInvalidPolicy, exitPolicy},

@@ -96,14 +96,12 @@ Examples:
 			if ip != nil {
 				pol = ip.Policy
 			}
-			an, err := analyzer(c, pol)
+			hook, stop, err := analyzer(c, pol, c.String("dir"))
 			if err != nil {
 				return err
 			}
-			if an != nil {
-				defer an.Close()
-				popts.Analyze = an.Image
-			}
+			defer stop()
+			popts.Analyze = hook
 			prog := newProgress(c.App.ErrWriter)
 			popts.OnBlob = prog.onBlob()
 			res, err := pack.Pack(c.Context, popts)
