@@ -287,7 +287,7 @@ func TestSyftCLIParity(t *testing.T) {
 		}
 		t.Fatalf("syft: %v", err)
 	}
-	if v := toolModuleVersion(t, syftBin, "github.com/anchore/syft"); v != sbom.SyftModuleVersion {
+	if v := registrytest.ToolModuleVersion(t, syftBin, "github.com/anchore/syft"); v != sbom.SyftModuleVersion {
 		t.Fatalf("syft CLI is built from syft %s, the library is %s: run scripts/install-tools.sh", v, sbom.SyftModuleVersion)
 	}
 	op, err := spdx.Parse(ours)
@@ -353,38 +353,8 @@ func imageOnlyLayout(t *testing.T, src *layout.Layout, img ocispec.Descriptor) s
 	return dir
 }
 
-// toolModuleVersion returns the version of module a Go binary was built from.
-func toolModuleVersion(t *testing.T, bin, module string) string {
-	t.Helper()
-	out, err := exec.Command("go", "version", "-m", bin).Output()
-	if err != nil {
-		t.Fatalf("go version -m %s: %v", bin, err)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && (f[0] == "mod" || f[0] == "dep") && f[1] == module {
-			return f[2]
-		}
-	}
-	t.Fatalf("%s is not built from %s", bin, module)
-	return ""
-}
-
-// TestSyftModuleVersion keeps SyftModuleVersion (and the CLI pinned in
+// TestSyftModuleVersion keeps the library version constant (and the CLI pinned in
 // scripts/install-tools.sh) equal to the syft version go.mod requires.
 func TestSyftModuleVersion(t *testing.T) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/anchore/syft").Output()
-	if err != nil {
-		t.Fatalf("go list -m: %v", err)
-	}
-	if got := strings.TrimSpace(string(out)); got != sbom.SyftModuleVersion {
-		t.Errorf("go.mod requires syft %s, SyftModuleVersion is %s", got, sbom.SyftModuleVersion)
-	}
-	script, err := os.ReadFile("../../scripts/install-tools.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(script), "SYFT_VERSION="+sbom.SyftModuleVersion+"\n") {
-		t.Errorf("scripts/install-tools.sh does not pin SYFT_VERSION=%s", sbom.SyftModuleVersion)
-	}
+	registrytest.CheckPinned(t, "github.com/anchore/syft", sbom.SyftModuleVersion, "SYFT_VERSION")
 }

@@ -420,7 +420,7 @@ func TestGrypeCLIParity(t *testing.T) {
 	if err := json.Unmarshal(out, &doc); err != nil {
 		t.Fatalf("grype JSON: %v\n%s", err, out)
 	}
-	if v := toolModuleVersion(t, grypeBin, "github.com/anchore/grype"); v != scan.GrypeModuleVersion {
+	if v := registrytest.ToolModuleVersion(t, grypeBin, "github.com/anchore/grype"); v != scan.GrypeModuleVersion {
 		t.Fatalf("grype CLI is built from grype %s, the library is %s: run scripts/install-tools.sh", v, scan.GrypeModuleVersion)
 	}
 	var cli, lib []string
@@ -442,38 +442,8 @@ func TestGrypeCLIParity(t *testing.T) {
 	}
 }
 
-// toolModuleVersion returns the version of module a Go binary was built from.
-func toolModuleVersion(t *testing.T, bin, module string) string {
-	t.Helper()
-	out, err := exec.Command("go", "version", "-m", bin).Output()
-	if err != nil {
-		t.Fatalf("go version -m %s: %v", bin, err)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && (f[0] == "mod" || f[0] == "dep") && f[1] == module {
-			return f[2]
-		}
-	}
-	t.Fatalf("%s is not built from %s", bin, module)
-	return ""
-}
-
-// TestGrypeModuleVersion keeps GrypeModuleVersion (and the CLI pinned in
+// TestGrypeModuleVersion keeps the library version constant (and the CLI pinned in
 // scripts/install-tools.sh) equal to the grype version go.mod requires.
 func TestGrypeModuleVersion(t *testing.T) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/anchore/grype").Output()
-	if err != nil {
-		t.Fatalf("go list -m: %v", err)
-	}
-	if got := strings.TrimSpace(string(out)); got != scan.GrypeModuleVersion {
-		t.Errorf("go.mod requires grype %s, GrypeModuleVersion is %s", got, scan.GrypeModuleVersion)
-	}
-	script, err := os.ReadFile("../../scripts/install-tools.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(script), "GRYPE_VERSION="+scan.GrypeModuleVersion+"\n") {
-		t.Errorf("scripts/install-tools.sh does not pin GRYPE_VERSION=%s", scan.GrypeModuleVersion)
-	}
+	registrytest.CheckPinned(t, "github.com/anchore/grype", scan.GrypeModuleVersion, "GRYPE_VERSION")
 }

@@ -1,0 +1,51 @@
+package registrytest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// ToolModuleVersion returns the version of module the Go binary bin was built from.
+func ToolModuleVersion(t testing.TB, bin, module string) string {
+	t.Helper()
+	out, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		t.Fatalf("go version -m %s: %v", bin, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && (f[0] == "mod" || f[0] == "dep") && f[1] == module {
+			return f[2]
+		}
+	}
+	t.Fatalf("%s is not built from %s", bin, module)
+	return ""
+}
+
+// CheckPinned fails the test unless go.mod requires module at version and
+// scripts/install-tools.sh pins the matching CLI as scriptVar=version: the library and
+// the CLI compared with it must stay in step.
+func CheckPinned(t testing.TB, module, version, scriptVar string) {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", module).Output()
+	if err != nil {
+		t.Fatalf("go list -m %s: %v", module, err)
+	}
+	if got := strings.TrimSpace(string(out)); got != version {
+		t.Errorf("go.mod requires %s %s, the code says %s", module, got, version)
+	}
+	root, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile(filepath.Join(filepath.Dir(strings.TrimSpace(string(root))), "scripts", "install-tools.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(script), scriptVar+"="+version+"\n") {
+		t.Errorf("scripts/install-tools.sh does not pin %s=%s", scriptVar, version)
+	}
+}
