@@ -24,14 +24,6 @@ type Entry struct {
 	Subject digest.Digest
 }
 
-// KindChild marks the index.json entry of a child manifest of a packed
-// multi-platform image. The entry is untagged and only there so that tools which
-// resolve a digest in a layout through index.json (oras: `oras discover --oci-layout
-// DIR@<child digest>`) find the child as a manifest, as they find every manifest of
-// a layout oras itself writes. Children are copied with their image, never on their
-// own: unpack and inspect skip these entries.
-const KindChild oci.Kind = "child"
-
 // ImageEntry returns the index.json entry of a root image packed from repository
 // (host/path) under tag (may be empty).
 func ImageEntry(desc ocispec.Descriptor, repository, tag string) Entry {
@@ -41,7 +33,7 @@ func ImageEntry(desc ocispec.Descriptor, repository, tag string) Entry {
 // ChildEntry returns the untagged index.json entry of a child manifest (with its
 // platform, as its index lists it) of an image packed from repository.
 func ChildEntry(desc ocispec.Descriptor, repository string) Entry {
-	return Entry{Descriptor: desc, Kind: KindChild, Repository: repository}
+	return Entry{Descriptor: desc, Kind: oci.KindChild, Repository: repository}
 }
 
 // AttachmentEntry returns the entry of a manifest attached to subject. tag is the cosign
@@ -79,7 +71,7 @@ func (e Entry) IndexDescriptor() ocispec.Descriptor {
 		ann[oci.AnnotationContainerdName] = e.Name()
 	case oci.KindReferrer:
 		ann[oci.AnnotationSubject] = e.Subject.String()
-	case KindChild:
+	case oci.KindChild:
 		// untagged: a child is addressed by its digest only
 	default:
 		ann[oci.AnnotationSubject] = e.Subject.String()
@@ -103,7 +95,7 @@ func ParseEntry(d ocispec.Descriptor) (Entry, error) {
 	switch e.Kind {
 	case oci.KindImage:
 		e.Tag = ann[oci.AnnotationTag]
-	case KindChild:
+	case oci.KindChild:
 		// no tag, no subject
 	case oci.KindReferrer, oci.KindCosignSig, oci.KindCosignAtt, oci.KindCosignSBOM, oci.KindReferrersIndex:
 		s, err := digest.Parse(ann[oci.AnnotationSubject])
@@ -173,7 +165,7 @@ func (e Entry) key() string {
 		}
 	case oci.KindReferrer:
 		return "referrer " + e.Repository + " " + e.Subject.String() + " " + e.Descriptor.Digest.String()
-	case KindChild:
+	case oci.KindChild:
 		return "child " + e.Repository + " " + e.Descriptor.Digest.String()
 	default:
 		return string(e.Kind) + " " + e.Repository + " " + e.Tag

@@ -32,7 +32,7 @@ func TestChildEntries(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parsing a child entry: %v", err)
 	}
-	if e.Kind != KindChild || e.Repository != repo || e.Tag != "" || e.Subject != "" || e.Descriptor.Annotations != nil || e.Descriptor.Digest != child.Digest {
+	if e.Kind != oci.KindChild || e.Repository != repo || e.Tag != "" || e.Subject != "" || e.Descriptor.Annotations != nil || e.Descriptor.Digest != child.Digest {
 		t.Fatalf("child entry parsed as %+v", e)
 	}
 
@@ -53,7 +53,7 @@ func TestChildEntries(t *testing.T) {
 	for _, d := range descs {
 		kinds = append(kinds, d.Annotations[oci.AnnotationKind])
 	}
-	if want := []string{string(oci.KindImage), string(KindChild), string(oci.KindCosignSig)}; !slices.Equal(kinds, want) {
+	if want := []string{string(oci.KindImage), string(oci.KindChild), string(oci.KindCosignSig)}; !slices.Equal(kinds, want) {
 		t.Fatalf("sorted kinds %v, want %v", kinds, want)
 	}
 }

@@ -96,7 +96,7 @@ func NewIndex(entries []ocispec.Descriptor) ocispec.Index {
 }
 
 var kindRank = map[string]int{
-	string(oci.KindImage): 0, string(KindChild): 1, string(oci.KindCosignSig): 2, string(oci.KindCosignAtt): 3,
+	string(oci.KindImage): 0, string(oci.KindChild): 1, string(oci.KindCosignSig): 2, string(oci.KindCosignAtt): 3,
 	string(oci.KindCosignSBOM): 4, string(oci.KindReferrer): 5, string(oci.KindReferrersIndex): 6,
 }
 

@@ -53,12 +53,28 @@ type Kind string
 
 const (
 	KindImage          Kind = "image"           // a root image (index or manifest) packed from a reference
+	KindChild          Kind = "child"           // a child manifest of a packed image index (see below)
 	KindReferrer       Kind = "referrer"        // an OCI 1.1 referrer (manifest with subject)
 	KindCosignSig      Kind = "cosign-sig"      // cosign tag scheme sha256-<hex>.sig
 	KindCosignAtt      Kind = "cosign-att"      // cosign tag scheme sha256-<hex>.att
 	KindCosignSBOM     Kind = "cosign-sbom"     // cosign tag scheme sha256-<hex>.sbom
 	KindReferrersIndex Kind = "referrers-index" // referrers tag schema index sha256-<hex>, derived
 )
+
+// KindChild entries are untagged and only there so that tools which resolve a digest
+// in a layout through index.json (oras: `oras discover --oci-layout DIR@<child digest>`)
+// find the child as a manifest, as they find every manifest of a layout oras itself
+// writes. Children are copied with their image, never on their own.
+
+// IsAttachment reports whether k is a manifest attached to a subject (an OCI referrer
+// or one of cosign's tag-scheme kinds). Referrers indexes are derived, not attachments.
+func (k Kind) IsAttachment() bool {
+	switch k {
+	case KindReferrer, KindCosignSig, KindCosignAtt, KindCosignSBOM:
+		return true
+	}
+	return false
+}
 
 // CosignSuffixes maps each cosign tag-scheme suffix to its kind, in discovery order.
 var CosignSuffixes = []struct {

@@ -82,7 +82,7 @@ func verifyImages(ctx context.Context, dir string, m *layout.Metadata, p *ImageP
 	for _, e := range entries {
 		switch e.Kind {
 		case oci.KindImage, oci.KindReferrersIndex:
-		case layout.KindChild:
+		case oci.KindChild:
 			children[e.Repository] = append(children[e.Repository], e.Descriptor)
 		default:
 			atts = append(atts, referrers.Attachment{Subject: e.Subject, Descriptor: e.Descriptor, Kind: e.Kind, Tag: e.Tag})

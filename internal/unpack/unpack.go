@@ -149,7 +149,7 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		if e.Kind == oci.KindReferrersIndex {
 			continue // derived; the destination keeps its own
 		}
-		if e.Kind == layout.KindChild {
+		if e.Kind == oci.KindChild {
 			continue // pushed with its image
 		}
 		if _, ok := byRepo[e.Repository]; !ok {
