@@ -123,9 +123,10 @@ func (l *Layout) PushBytes(ctx context.Context, mediaType string, b []byte) (oci
 }
 
 // openRegular opens path for reading and refuses anything but a regular file (no
-// symlink is followed: the final component is opened with O_NOFOLLOW).
+// symlink is followed: the final component is opened with O_NOFOLLOW; a FIFO does not
+// block the open: O_NONBLOCK, which reads of a regular file ignore).
 func openRegular(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|oNoFollow, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|oNoFollow|oNonBlock, 0)
 	if err != nil {
 		return nil, err
 	}

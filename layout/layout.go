@@ -75,7 +75,7 @@ func (l *Layout) path(rel ...string) string {
 }
 
 func (l *Layout) checkLayoutFile() error {
-	f, err := os.Open(l.path(LayoutFile))
+	f, err := openRegular(l.path(LayoutFile))
 	if err != nil {
 		return fmt.Errorf("%w: %s is not an OCI image layout: %v", oci.ErrInvalid, l.root, err)
 	}

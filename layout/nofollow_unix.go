@@ -4,4 +4,9 @@ package layout
 
 import "syscall"
 
-const oNoFollow = syscall.O_NOFOLLOW
+// oNoFollow and oNonBlock are the open flags that keep a path-based open from following
+// a final symlink or blocking on a FIFO.
+const (
+	oNoFollow = syscall.O_NOFOLLOW
+	oNonBlock = syscall.O_NONBLOCK
+)

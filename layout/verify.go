@@ -13,11 +13,11 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -151,14 +151,22 @@ func VerifyFiles(ctx context.Context, dir string, m *Metadata, opts VerifyOption
 	return rep, nil
 }
 
-// tree is a bundle directory opened for verification. All access goes through root, so
-// nothing outside the directory is ever opened.
+// tree is a bundle directory opened once: every later access goes through root (or
+// top, the root directory's own descriptor), never through the path again, so nothing
+// outside the directory is ever opened.
 type tree struct {
 	root *os.Root
-	dir  string
+	top  *os.File // the root directory itself, for openNoFollow
+	dir  string   // cleaned
+	// entriesRead counts the directory entries the last scan read (tests bound it).
+	entriesRead int
 }
 
+// openTree resolves dir once: cleaned (so DIR and DIR/ are the same), lstat'ed without
+// following a final symlink (a symlink or anything but a directory is refused with
+// ErrUnsafeFile), then opened as an os.Root that must be the directory lstat saw.
 func openTree(dir string) (*tree, error) {
+	dir = filepath.Clean(dir)
 	fi, err := os.Lstat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", dir, err)
@@ -170,15 +178,23 @@ func openTree(dir string) (*tree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", dir, err)
 	}
-	rfi, err := root.Stat(".")
+	top, err := root.Open(".")
+	if err != nil {
+		root.Close()
+		return nil, fmt.Errorf("bundle %s: %w", dir, err)
+	}
+	rfi, err := top.Stat()
 	if err != nil || !os.SameFile(fi, rfi) {
+		top.Close()
 		root.Close()
 		return nil, &FileError{Path: ".", Kind: ErrUnsafeFile, Detail: dir + " was replaced while being opened", Err: err}
 	}
-	return &tree{root: root, dir: dir}, nil
+	return &tree{root: root, top: top, dir: dir}, nil
 }
 
-func (t *tree) close() { t.root.Close() }
+func (t *tree) close() error {
+	return errors.Join(t.top.Close(), t.root.Close())
+}
 
 // job is a regular file found by scan.
 type job struct {
@@ -389,11 +405,12 @@ func (t *tree) hashOne(ctx context.Context, j *job, buf []byte) (File, error) {
 	return File{Path: j.rel, Size: n, SHA256: sum}, nil
 }
 
-// open opens rel for reading: inside the root only, without blocking on a FIFO, and
-// only if it is the very regular file the walk saw (same device and inode), so a file
-// swapped for a symlink, FIFO or another file after the walk is refused.
+// open opens rel for reading: inside the root only, without following a symlink or
+// blocking on a FIFO (openNoFollow), and only if it is the very regular file the walk
+// saw (same device and inode), so a file swapped for a symlink, FIFO or another file
+// after the walk is refused.
 func (t *tree) open(rel string, walked fs.FileInfo) (*os.File, error) {
-	f, err := t.root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := t.openNoFollow(rel)
 	if err != nil {
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -401,7 +418,7 @@ func (t *tree) open(rel string, walked fs.FileInfo) (*os.File, error) {
 		case errors.Is(err, fs.ErrPermission):
 			return nil, fmt.Errorf("opening %s: %w", rel, err)
 		}
-		// a symlink swapped in that leaves the root, a loop, …
+		// a symlink swapped in on the way, a loop, …
 		return nil, &FileError{Path: rel, Kind: ErrUnsafeFile, Detail: "cannot be opened safely", Err: err}
 	}
 	fi, err := f.Stat()
