@@ -428,7 +428,8 @@ func (l *Layout) WriteMetadata(b []byte) error {
 
 // ReadMetadataBytes reads petra/metadata.json of the bundle at dir: a regular file
 // reached through no symlink, at most MaxMetadataBytes. Parse the bytes only after
-// their signature is verified.
+// their signature is verified. It opens the root for this one read (OpenRoot); to
+// verify and then use a bundle, open a Root once and read everything through it.
 func ReadMetadataBytes(dir string) ([]byte, error) {
 	return readBundleFile(dir, MetadataPath, MaxMetadataBytes)
 }
@@ -462,14 +463,19 @@ func NextInSeries(prev *Metadata) (bundleID string, sequence uint64, err error) 
 	return prev.BundleID, prev.Sequence + 1, nil
 }
 
-// readBundleFile reads rel under dir, bounded by limit, refusing symlinks and anything
-// but regular files and directories on the way.
+// readBundleFile reads rel of the bundle at dir (see tree.readBundleFile).
 func readBundleFile(dir, rel string, limit int64) ([]byte, error) {
 	t, err := openTree(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer t.close()
+	return t.readBundleFile(rel, limit)
+}
+
+// readBundleFile reads rel, bounded by limit, refusing symlinks and anything but
+// regular files and directories on the way.
+func (t *tree) readBundleFile(rel string, limit int64) ([]byte, error) {
 	parts := strings.Split(rel, "/")
 	for i := range parts {
 		p := strings.Join(parts[:i+1], "/")
