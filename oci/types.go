@@ -141,3 +141,25 @@ func PlatformMatches(have *ocispec.Platform, want ocispec.Platform) bool {
 	return have.OS == want.OS && have.Architecture == want.Architecture &&
 		(want.Variant == "" || have.Variant == want.Variant)
 }
+
+// IsFilesystemLayer reports whether mediaType is a container filesystem layer (an OCI
+// or Docker tar layer, compressed or not, distributable or not): what makes a manifest
+// a runnable image.
+func IsFilesystemLayer(mediaType string) bool {
+	switch mediaType {
+	case "application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":
+		return true
+	}
+	for _, p := range []string{ocispec.MediaTypeImageLayer, "application/vnd.oci.image.layer.nondistributable.v1.tar"} {
+		if mediaType == p || strings.HasPrefix(mediaType, p+"+") {
+			return true
+		}
+	}
+	return false
+}
+
+// IsImageConfig reports whether mediaType is a container image config (OCI or Docker),
+// the config of a manifest a runtime would run.
+func IsImageConfig(mediaType string) bool {
+	return mediaType == ocispec.MediaTypeImageConfig || mediaType == "application/vnd.docker.container.image.v1+json"
+}

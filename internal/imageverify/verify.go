@@ -170,7 +170,8 @@ func withCauses(err error, causes []error) error {
 	return fmt.Errorf("%w; refused: %w", err, errors.Join(causes...))
 }
 
-// checkChildren makes sure every child given is listed by the root index.
+// checkChildren makes sure every child given is a descendant of the root index
+// (listed by it, or by an index it lists).
 func checkChildren(ctx context.Context, f Fetcher, img Image) error {
 	if len(img.Children) == 0 {
 		return nil
@@ -178,12 +179,31 @@ func checkChildren(ctx context.Context, f Fetcher, img Image) error {
 	if !oci.IsIndex(img.Root.MediaType) {
 		return fmt.Errorf("%w: %s is a %s, it has no children", oci.ErrInvalid, img.Root.Digest, img.Root.MediaType)
 	}
-	m, err := fetchManifest(ctx, f, img.Root)
-	if err != nil {
-		return err
+	given := map[digest.Digest]ocispec.Descriptor{}
+	for _, c := range img.Children {
+		given[c.Digest] = c
+	}
+	listed := map[digest.Digest]bool{}
+	queue := []ocispec.Descriptor{img.Root}
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		m, err := fetchManifest(ctx, f, d)
+		if err != nil {
+			return err
+		}
+		for _, c := range m.Manifests {
+			if listed[c.Digest] {
+				continue
+			}
+			listed[c.Digest] = true
+			if _, ok := given[c.Digest]; ok && oci.IsIndex(c.MediaType) {
+				queue = append(queue, c) // a nested index the caller gave: its children may be given too
+			}
+		}
 	}
 	for _, c := range img.Children {
-		if !slices.ContainsFunc(m.Manifests, func(d ocispec.Descriptor) bool { return d.Digest == c.Digest }) {
+		if !listed[c.Digest] {
 			return fmt.Errorf("%w: child %s is not listed by index %s", oci.ErrInvalid, c.Digest, img.Root.Digest)
 		}
 	}
