@@ -5,6 +5,9 @@
 // fsync, rename) under an exclusive lock on a sibling lock file, so two unpacks running
 // at once cannot both accept the same sequence or lose each other's update. A state file
 // that cannot be read or parsed is an error, never a reset: the store fails closed.
+//
+// An unpack holds the lock from its check to its last tag move (Store.Lock, Held), so
+// no other unpack can check, push or record in between.
 package replay
 
 import (
@@ -54,12 +57,17 @@ type Options struct {
 	// accepted one: the explicit, loud escape hatch. Accept then keeps the recorded
 	// (higher) sequence. An unusable state file (ErrState) is never allowed.
 	AllowReplay bool
+	// OnWait, when set, is called once by Lock when another unpack holds the lock and
+	// Lock starts to wait for it (to say so, e.g. "waiting for the replay state lock held
+	// by another unpack"). It runs on Lock's goroutine; nil means wait silently.
+	OnWait func()
 }
 
 // Store is the replay state at one path.
 type Store struct {
 	path        string
 	allowReplay bool
+	onWait      func()
 	now         func() time.Time
 }
 
@@ -86,7 +94,7 @@ func New(opts Options) (*Store, error) {
 		}
 		path = p
 	}
-	return &Store{path: path, allowReplay: opts.AllowReplay, now: time.Now}, nil
+	return &Store{path: path, allowReplay: opts.AllowReplay, onWait: opts.OnWait, now: time.Now}, nil
 }
 
 // Path returns the state file.
@@ -127,29 +135,45 @@ func (s *Store) Check(bundleID string, seq uint64) error {
 // it is newer than the last one (unless the store allows replays), so that of two
 // concurrent accepts of one sequence only one succeeds. The recorded sequence never goes
 // down: an allowed replay of an older bundle leaves the state as it was.
+//
+// Accept waits, without a deadline, while a Held lock exists, even in this process:
+// a caller holding one uses Held.Accept instead.
 func (s *Store) Accept(bundleID string, seq uint64) error {
 	if err := checkID(bundleID); err != nil {
 		return err
 	}
-	return s.locked(syscall.LOCK_EX, true, func() error {
-		st, err := s.read()
-		if err != nil {
-			return err
-		}
-		e := st.Series[bundleID]
-		var last uint64
-		if e != nil {
-			last = e.Sequence
-		}
-		if err := verdict(bundleID, seq, last, e != nil, s.allowReplay); err != nil {
-			return err
-		}
-		if e != nil && seq <= last {
-			return nil // allowed replay: keep the high-water mark
-		}
-		st.Series[bundleID] = &series{Sequence: seq, Accepted: s.now().UTC().Truncate(time.Second)}
-		return s.write(st)
-	})
+	return s.locked(syscall.LOCK_EX, true, func() error { return s.acceptLocked(bundleID, seq) })
+}
+
+// acceptLocked is Accept for a caller that holds the exclusive lock.
+func (s *Store) acceptLocked(bundleID string, seq uint64) error {
+	st, err := s.read()
+	if err != nil {
+		return err
+	}
+	changed, err := s.acceptSeries(st, bundleID, seq)
+	if err != nil || !changed {
+		return err
+	}
+	return s.write(st)
+}
+
+// acceptSeries records seq for bundleID in st when it is newer than the last one, and
+// says whether st changed. It refuses what verdict refuses.
+func (s *Store) acceptSeries(st *state, bundleID string, seq uint64) (bool, error) {
+	e := st.Series[bundleID]
+	var last uint64
+	if e != nil {
+		last = e.Sequence
+	}
+	if err := verdict(bundleID, seq, last, e != nil, s.allowReplay); err != nil {
+		return false, err
+	}
+	if e != nil && seq <= last {
+		return false, nil // allowed replay: keep the high-water mark
+	}
+	st.Series[bundleID] = &series{Sequence: seq, Accepted: s.now().UTC().Truncate(time.Second)}
+	return true, nil
 }
 
 func verdict(bundleID string, seq, last uint64, ok, allowReplay bool) error {
@@ -185,17 +209,31 @@ func (s *Store) locked(how int, create bool, fn func() error) error {
 	} else if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return fn() // nothing was ever accepted; read reports the empty state
 	}
-	lockPath := s.path + ".lock"
-	lf, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	lf, err := s.openLock()
 	if err != nil {
-		return fmt.Errorf("%w: opening lock %s: %v", ErrState, lockPath, err)
+		return err
 	}
 	defer lf.Close()
 	if err := flock(lf, how); err != nil {
-		return fmt.Errorf("locking %s: %w", lockPath, err)
+		return fmt.Errorf("locking %s: %w", lf.Name(), err)
 	}
 	defer flock(lf, syscall.LOCK_UN)
 	return fn()
+}
+
+// openLock opens (creating it 0600) the lock file next to the state file. Its directory
+// must exist.
+func (s *Store) openLock() (*os.File, error) {
+	lockPath := s.path + ".lock"
+	lf, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%w: opening lock %s: %v", ErrState, lockPath, err)
+	}
+	if fi, err := lf.Stat(); err != nil || !fi.Mode().IsRegular() {
+		lf.Close()
+		return nil, fmt.Errorf("%w: lock %s is not a regular file", ErrState, lockPath)
+	}
+	return lf, nil
 }
 
 func flock(f *os.File, how int) error {

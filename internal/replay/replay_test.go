@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -22,7 +23,21 @@ func newStore(t *testing.T) *Store {
 	return s
 }
 
+// guard is what Store and Held have in common.
+type guard interface {
+	Check(bundleID string, seq uint64) error
+	Accept(bundleID string, seq uint64) error
+}
+
+// TestSequence runs the same steps through Store's per-call locks and through Held (a
+// Lock per step), so that both keep one set of semantics.
 func TestSequence(t *testing.T) {
+	for _, mode := range []string{"Store", "Held"} {
+		t.Run(mode, func(t *testing.T) { testSequence(t, mode == "Held") })
+	}
+}
+
+func testSequence(t *testing.T, held bool) {
 	s := newStore(t)
 	steps := []struct {
 		name   string
@@ -48,12 +63,25 @@ func TestSequence(t *testing.T) {
 		if st.allow {
 			store = allowing
 		}
-		if err := store.Check(st.id, st.seq); !errors.Is(err, st.want) {
+		var g guard = store
+		if held {
+			h, err := store.Lock(context.Background())
+			if err != nil {
+				t.Fatalf("%s: Lock: %v", st.name, err)
+			}
+			g = h
+		}
+		if err := g.Check(st.id, st.seq); !errors.Is(err, st.want) {
 			t.Fatalf("%s: Check = %v, want %v", st.name, err, st.want)
 		}
 		if st.accept {
-			if err := store.Accept(st.id, st.seq); !errors.Is(err, st.want) {
+			if err := g.Accept(st.id, st.seq); !errors.Is(err, st.want) {
 				t.Fatalf("%s: Accept = %v, want %v", st.name, err, st.want)
+			}
+		}
+		if h, ok := g.(*Held); ok {
+			if err := h.Unlock(); err != nil {
+				t.Fatalf("%s: Unlock: %v", st.name, err)
 			}
 		}
 	}
@@ -135,6 +163,17 @@ func TestCorruptStateFailsClosed(t *testing.T) {
 			if err := allowing.Accept(idA, 100); !errors.Is(err, ErrState) {
 				t.Fatalf("Accept = %v, want ErrState", err)
 			}
+			h, err := allowing.Lock(context.Background())
+			if err != nil {
+				t.Fatalf("Lock on a corrupt state: %v", err)
+			}
+			if err := h.Check(idA, 100); !errors.Is(err, ErrState) {
+				t.Fatalf("Held.Check = %v, want ErrState", err)
+			}
+			if err := h.Accept(idA, 100); !errors.Is(err, ErrState) {
+				t.Fatalf("Held.Accept = %v, want ErrState", err)
+			}
+			h.Unlock()
 			b, _ := os.ReadFile(s.Path())
 			if string(b) != content {
 				t.Fatal("a corrupt state file was rewritten")
