@@ -14,10 +14,13 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/referrers"
 )
 
 // Errors of bundle verification that are not about one file (those are layout's).
@@ -161,21 +164,59 @@ type VerifyOptions struct {
 
 // Report is what Verify proved.
 type Report struct {
-	Dir       string                 `json:"dir"`
-	Signature *signing.Result        `json:"signature"`
-	Metadata  *layout.Metadata       `json:"-"`
-	BundleID  string                 `json:"bundleID"`
-	Sequence  uint64                 `json:"sequence"`
-	Images    []layout.MetadataImage `json:"images"`
-	Files     *layout.VerifyReport   `json:"files"`
+	Dir       string           `json:"dir"`
+	Signature *signing.Result  `json:"signature"`
+	Metadata  *layout.Metadata `json:"-"`
+	BundleID  string           `json:"bundleID"`
+	Sequence  uint64           `json:"sequence"`
+	// MetadataDigest is the digest of the exact metadata.json bytes that verified.
+	MetadataDigest digest.Digest          `json:"metadataDigest"`
+	Images         []layout.MetadataImage `json:"images"`
+	Files          *layout.VerifyReport   `json:"files"`
+	// Contents is every manifest unpack would push, per repository: the images,
+	// their children and what is attached to them (the bundle's verified graph).
+	Contents []Repository `json:"contents"`
 	// ImageResults is what the image re-verification proved, per image.
 	ImageResults []*imageverify.Result `json:"imageResults,omitempty"`
 }
 
+// Verified is a bundle that verified, held open for the stage that reads it next
+// (unpack): Store reads only the files as verified, Graph is everything that may be
+// pushed. Close it when done.
+type Verified struct {
+	Report *Report
+	// Store reads the verified files; its Exists answers from the verified list.
+	Store referrers.Store
+	// Graph is the bundle's subject graph, built from the verified index.json.
+	Graph  *referrers.Graph
+	closer func() error
+}
+
+// Close releases the bundle.
+func (v *Verified) Close() error {
+	if v == nil || v.closer == nil {
+		return nil
+	}
+	return v.closer()
+}
+
 // Verify checks the bundle at dir, offline: the signature over the exact bytes of
 // petra/metadata.json first (nothing of the bundle is parsed before), then the
-// metadata, the series sequence, and every file of the directory.
+// metadata, the series sequence, every file of the directory, the graph of what it
+// holds and, with opts.Images, every image against the pinned policy.
 func Verify(ctx context.Context, dir string, opts VerifyOptions) (*Report, error) {
+	v, err := Open(ctx, dir, opts)
+	if v == nil {
+		return nil, err
+	}
+	defer v.Close()
+	return v.Report, err
+}
+
+// Open verifies the bundle at dir as Verify does and keeps it open for reading. On an
+// image policy failure it returns the Verified (with the report of every image) and
+// the error; on any other failure nil.
+func Open(ctx context.Context, dir string, opts VerifyOptions) (*Verified, error) {
 	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not a bundle directory", oci.ErrInvalid, dir)
 	}
@@ -201,7 +242,8 @@ func Verify(ctx context.Context, dir string, opts VerifyOptions) (*Report, error
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Dir: dir, Signature: res, Metadata: m, BundleID: m.BundleID, Sequence: m.Sequence, Images: m.Images}
+	rep := &Report{Dir: dir, Signature: res, Metadata: m, BundleID: m.BundleID, Sequence: m.Sequence, Images: m.Images,
+		MetadataDigest: layout.MetadataDigest(b)}
 	if opts.Replay != nil {
 		if err := opts.Replay.Check(m.BundleID, m.Sequence); err != nil {
 			return nil, err
@@ -210,13 +252,28 @@ func Verify(ctx context.Context, dir string, opts VerifyOptions) (*Report, error
 	if rep.Files, err = layout.VerifyFiles(ctx, dir, m, layout.VerifyOptions{Workers: opts.Workers}); err != nil {
 		return nil, err
 	}
+	l, err := layout.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	v := &Verified{Report: rep, Store: l}
+	idx, err := l.ReadIndexPinned(fileSHA256(m, layout.IndexFile))
+	if err != nil {
+		v.Close()
+		return nil, err
+	}
+	if v.Graph, err = buildGraph(ctx, v.Store, idx, m); err != nil {
+		v.Close()
+		return nil, fmt.Errorf("graph of %s: %w", dir, err)
+	}
+	rep.Contents = contents(v.Graph)
 	if opts.Images != nil {
-		rep.ImageResults, err = verifyImages(ctx, dir, m, opts.Images)
+		rep.ImageResults, err = verifyImages(ctx, v.Store, v.Graph, m, opts.Images)
 		if err != nil {
-			return rep, fmt.Errorf("images of %s against the pinned policy: %w", dir, err)
+			return v, fmt.Errorf("images of %s against the pinned policy: %w", dir, err)
 		}
 	}
-	return rep, nil
+	return v, nil
 }
 
 // IndexSHA256 returns the SHA-256 of index.json that the verified metadata lists.

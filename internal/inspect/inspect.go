@@ -4,13 +4,13 @@ package inspect
 
 import (
 	"context"
-	"sort"
+	"fmt"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/referrers"
 )
 
 // Artifact is an attached manifest.
@@ -54,93 +54,59 @@ type Report struct {
 	Images []Image `json:"images"`
 }
 
-// Inspect reads the bundle at dir.
+// Inspect reads the bundle at dir. It shows the bundle's graph (referrers.Build):
+// every manifest unpack would push, and it fails, naming the entry, on any entry
+// outside that graph, exactly as verify and unpack refuse it.
 func Inspect(ctx context.Context, dir string) (*Report, error) {
 	l, entries, err := layout.OpenEntries(dir)
 	if err != nil {
 		return nil, err
 	}
-	bySubject := map[digest.Digest][]layout.Entry{}
-	for _, e := range entries {
-		if e.Kind != oci.KindImage && e.Kind != oci.KindReferrersIndex {
-			bySubject[e.Subject] = append(bySubject[e.Subject], e)
-		}
+	g, err := referrers.Build(ctx, l, entries, referrers.BuildOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("graph of %s: %w", dir, err)
 	}
-	manifest := func(d ocispec.Descriptor) (*oci.Manifest, error) {
-		b, err := l.FetchManifest(ctx, ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size})
-		if err != nil {
-			return nil, err
-		}
-		return oci.ParseManifest(d, b)
-	}
-	var attached func(d digest.Digest, depth int) ([]Artifact, error)
-	attached = func(d digest.Digest, depth int) ([]Artifact, error) {
-		if depth > 16 {
-			return nil, nil
-		}
-		var out []Artifact
-		for _, e := range bySubject[d] {
-			m, err := manifest(e.Descriptor)
-			if err != nil {
-				return nil, err
-			}
-			a := Artifact{Kind: e.Kind, Digest: e.Descriptor.Digest, MediaType: e.Descriptor.MediaType,
-				ArtifactType: m.Type(), Size: e.Descriptor.Size, Tag: e.Tag}
-			if e.Kind != oci.KindReferrer && len(m.Layers) > 0 {
-				// cosign manifests carry a plain image config: what they hold is the layer type
-				a.ArtifactType = m.Layers[0].MediaType
-			}
-			if e.Kind == oci.KindCosignAtt {
-				for _, layer := range m.Layers {
-					if p := layer.Annotations[oci.AnnotationCosignPredicate]; p != "" {
-						a.PredicateTypes = append(a.PredicateTypes, p)
-					}
-				}
-			}
-			if a.Attachments, err = attached(e.Descriptor.Digest, depth+1); err != nil {
-				return nil, err
-			}
-			out = append(out, a)
-		}
-		sort.SliceStable(out, func(i, j int) bool {
-			if out[i].Kind != out[j].Kind {
-				return out[i].Kind < out[j].Kind
-			}
-			return out[i].Digest < out[j].Digest
-		})
-		return out, nil
-	}
-
 	rep := &Report{Dir: dir}
-	for _, e := range entries {
-		if e.Kind != oci.KindImage {
-			continue
-		}
-		img := Image{Name: e.Name(), Repository: e.Repository, Tag: e.Tag, Digest: e.Descriptor.Digest,
-			MediaType: e.Descriptor.MediaType, Size: e.Descriptor.Size}
-		if img.Attachments, err = attached(e.Descriptor.Digest, 0); err != nil {
-			return nil, err
-		}
-		if oci.IsIndex(e.Descriptor.MediaType) {
-			m, err := manifest(e.Descriptor)
-			if err != nil {
-				return nil, err
-			}
-			for _, c := range m.Manifests {
-				if ok, err := l.Exists(ctx, c); err != nil || !ok {
-					continue // left out by a platform filter
-				}
-				p := Platform{Platform: oci.PlatformString(c.Platform), Digest: c.Digest, MediaType: c.MediaType, Size: c.Size}
+	for _, r := range g.Repositories() {
+		for _, img := range r.Images {
+			e := img.Entry
+			out := Image{Name: e.Name(), Repository: e.Repository, Tag: e.Tag, Digest: e.Descriptor.Digest,
+				MediaType: e.Descriptor.MediaType, Size: e.Descriptor.Size, Attachments: artifacts(img.Root.Attached)}
+			for _, c := range img.Tree()[1:] {
+				cd := c.Entry.Descriptor
+				p := Platform{Platform: oci.PlatformString(cd.Platform), Digest: cd.Digest, MediaType: cd.MediaType, Size: cd.Size,
+					Attachments: artifacts(c.Attached)}
 				if p.Platform == "" {
 					p.Platform = "unknown"
 				}
-				if p.Attachments, err = attached(c.Digest, 0); err != nil {
-					return nil, err
-				}
-				img.Platforms = append(img.Platforms, p)
+				out.Platforms = append(out.Platforms, p)
 			}
+			rep.Images = append(rep.Images, out)
 		}
-		rep.Images = append(rep.Images, img)
 	}
 	return rep, nil
+}
+
+// artifacts renders attachments and, nested, what is attached to them (the graph has
+// no cycles: every attachment is reached once, from its subject).
+func artifacts(nodes []*referrers.Node) []Artifact {
+	var out []Artifact
+	for _, n := range nodes {
+		e, m := n.Entry, n.Manifest
+		a := Artifact{Kind: e.Kind, Digest: e.Descriptor.Digest, MediaType: e.Descriptor.MediaType,
+			ArtifactType: m.Type(), Size: e.Descriptor.Size, Tag: e.Tag, Attachments: artifacts(n.Attached)}
+		if e.Kind != oci.KindReferrer && len(m.Layers) > 0 {
+			// cosign manifests carry a plain image config: what they hold is the layer type
+			a.ArtifactType = m.Layers[0].MediaType
+		}
+		if e.Kind == oci.KindCosignAtt {
+			for _, layer := range m.Layers {
+				if p := layer.Annotations[oci.AnnotationCosignPredicate]; p != "" {
+					a.PredicateTypes = append(a.PredicateTypes, p)
+				}
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }

@@ -124,10 +124,11 @@ code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85em}
 
 <h2>Images</h2>
 <table id="images">
-<tr><th>Image</th><th>Digest</th><th>Platforms</th><th>Signers</th><th>CVEs</th><th>Verdict</th></tr>
+<tr><th>Image</th><th>Digest</th><th>Platforms</th><th>Attachments</th><th>Signers</th><th>CVEs</th><th>Verdict</th></tr>
 {{range .Images}}<tr>
 <td><a href="#img-{{.Digest.Encoded}}">{{.Name}}</a></td><td><code title="{{.Digest}}">{{short .Digest}}</code></td>
 <td>{{range .Platforms}}{{orDash .Platform}}<br>{{end}}</td>
+<td class="attachments">{{.Attachments}}</td>
 <td>{{range .Signers}}<div>{{.Identity}}{{with .Issuer}} ({{.}}){{end}}</div>{{else}}<span class="note">not recorded</span>{{end}}</td>
 <td class="nowrap">{{$c := .Counts}}{{range severities}}<span class="sev {{.}}" title="{{.}}">{{count $c .}}</span> {{end}}</td>
 <td class="verdict {{.Verdict}}">{{if .Verdict}}{{.Verdict}}{{else}}not scanned{{end}}</td>

@@ -23,6 +23,7 @@ import (
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/referrers"
 )
 
 // Severity re-exports scanreport.Severity.
@@ -96,6 +97,9 @@ type Image struct {
 	// Signers is filled by the caller from verification (see Signer).
 	Signers   []Signer   `json:"signers"`
 	Platforms []Platform `json:"platforms"`
+	// Attachments counts every manifest attached to the image, its platforms or
+	// another attachment: what unpack pushes with it.
+	Attachments int `json:"attachments"`
 	// SBOMs and Scans attached to the index itself.
 	SBOMs []SBOM `json:"sboms,omitempty"`
 	Scans []Scan `json:"scans,omitempty"`
@@ -180,22 +184,20 @@ func BuildWithOptions(ctx context.Context, dir string, opts Options) (*Report, e
 		return nil, err
 	}
 
-	referrers := map[digest.Digest][]layout.Entry{}
-	for _, e := range entries {
-		if e.Kind == oci.KindReferrer {
-			referrers[e.Subject] = append(referrers[e.Subject], e)
-		}
+	// the bundle's graph: what unpack would push; an entry outside it refuses the report
+	g, err := referrers.Build(ctx, l, entries, referrers.BuildOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("graph of %s: %w", dir, err)
 	}
 	rd := &reader{ctx: ctx, l: l}
-	for _, e := range entries {
-		if e.Kind != oci.KindImage {
-			continue
+	for _, repo := range g.Repositories() {
+		for _, gi := range repo.Images {
+			img, err := rd.image(gi)
+			if err != nil {
+				return nil, fmt.Errorf("report of %s: %w", gi.Entry.Name(), err)
+			}
+			r.Images = append(r.Images, *img)
 		}
-		img, err := rd.image(e, referrers)
-		if err != nil {
-			return nil, fmt.Errorf("report of %s: %w", e.Name(), err)
-		}
-		r.Images = append(r.Images, *img)
 	}
 	sort.SliceStable(r.Images, func(i, j int) bool { return r.Images[i].Name < r.Images[j].Name })
 	for _, img := range r.Images {
@@ -236,36 +238,29 @@ func (rd *reader) blob(d ocispec.Descriptor, max int64) ([]byte, error) {
 	return oci.ReadAllVerified(rc, d, max)
 }
 
-func (rd *reader) image(e layout.Entry, referrers map[digest.Digest][]layout.Entry) (*Image, error) {
+func (rd *reader) image(gi *referrers.Image) (*Image, error) {
+	e := gi.Entry
 	img := &Image{Name: e.Name(), Repository: e.Repository, Tag: e.Tag, Digest: e.Descriptor.Digest,
 		MediaType: e.Descriptor.MediaType, Signers: []Signer{}, Platforms: []Platform{}, Counts: zeroCounts()}
+	tree := gi.Tree()
+	img.Attachments = len(referrers.AttachmentsOf(tree))
 	var plats []Platform
+	nodes := tree[1:]
 	if oci.IsIndex(e.Descriptor.MediaType) {
-		m, err := rd.manifest(e.Descriptor)
-		if err != nil {
+		var err error
+		if img.SBOMs, img.Scans, err = rd.evidence(gi.Root.Attached); err != nil {
 			return nil, err
-		}
-		for _, c := range m.Manifests {
-			// only the children packed into the bundle (a platform filter may have left some out)
-			if ok, err := rd.l.Exists(rd.ctx, c); err != nil || !ok {
-				continue
-			}
-			plats = append(plats, Platform{Platform: oci.PlatformString(c.Platform), Digest: c.Digest})
-		}
-		var err2 error
-		img.SBOMs, img.Scans, err2 = rd.evidence(referrers[e.Descriptor.Digest])
-		if err2 != nil {
-			return nil, err2
 		}
 	} else {
-		plats = append(plats, Platform{Digest: e.Descriptor.Digest})
+		nodes = tree[:1]
 	}
-	for i := range plats {
+	for _, n := range nodes {
+		p := Platform{Platform: oci.PlatformString(n.Entry.Descriptor.Platform), Digest: n.Entry.Descriptor.Digest}
 		var err error
-		plats[i].SBOMs, plats[i].Scans, err = rd.evidence(referrers[plats[i].Digest])
-		if err != nil {
+		if p.SBOMs, p.Scans, err = rd.evidence(n.Attached); err != nil {
 			return nil, err
 		}
+		plats = append(plats, p)
 	}
 	img.Platforms = plats
 	for _, p := range append([]Platform{{Scans: img.Scans}}, plats...) {
@@ -292,13 +287,13 @@ func worse(a, b scanreport.Verdict) scanreport.Verdict {
 
 // evidence reads the SBOM and scan-report referrers among refs. Scans are ordered by
 // scan time, oldest first.
-func (rd *reader) evidence(refs []layout.Entry) ([]SBOM, []Scan, error) {
+func (rd *reader) evidence(attached []*referrers.Node) ([]SBOM, []Scan, error) {
 	var sboms []SBOM
 	var scans []Scan
-	for _, e := range refs {
-		m, err := rd.manifest(e.Descriptor)
-		if err != nil {
-			return nil, nil, err
+	for _, n := range attached {
+		e, m := n.Entry, n.Manifest
+		if e.Kind != oci.KindReferrer {
+			continue
 		}
 		switch m.Type() {
 		case spdx.ArtifactType:
