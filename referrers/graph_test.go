@@ -197,7 +197,7 @@ func TestBuildGraphRefuses(t *testing.T) {
 		}, ErrOrphan},
 		{"cosign-sig that is a runnable image", func(f *graphFixture) []layout.Entry {
 			d := f.image("runnable", nil)
-			es := f.entries[:len(f.entries)-1:len(f.entries)-1]
+			es := f.entries[: len(f.entries)-1 : len(f.entries)-1]
 			return append(es, layout.AttachmentEntry(d, oci.KindCosignSig, repo, oci.CosignTag(f.children[0].Digest, ".sig"), f.children[0].Digest))
 		}, ErrKindMismatch},
 		{"cosign-sbom that is a runnable image", func(f *graphFixture) []layout.Entry {
