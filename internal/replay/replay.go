@@ -30,18 +30,29 @@ var (
 	// ErrState marks a state file that cannot be trusted: unreadable, not a regular
 	// file, malformed, or from an unknown version.
 	ErrState = errors.New("replay state unusable")
+	// ErrRollback marks a tag move that would take a tag back to content from a bundle
+	// older than the one that last set it.
+	ErrRollback = errors.New("tag would move back to content from an older bundle")
 )
 
 // stateVersion is the version of the state file format.
 const stateVersion = 1
 
-// maxStateBytes bounds the state file (about 100 bytes a series).
+// maxStateBytes bounds the state file (about 100 bytes a series, 400 a tag), read and
+// written.
 const maxStateBytes = 16 << 20
 
-// state is the file: {"version":1,"series":{"<bundleID>":{"sequence":N,"accepted":"..."}}}
+// state is the file:
+//
+//	{"version":1,
+//	 "series":{"<bundleID>":{"sequence":N,"accepted":"..."}},
+//	 "tags":{"<host[:port]/repo:tag>":{TagRecord}}}
+//
+// "tags" is optional (files written before it existed have none).
 type state struct {
-	Version int                `json:"version"`
-	Series  map[string]*series `json:"series"`
+	Version int                   `json:"version"`
+	Series  map[string]*series    `json:"series"`
+	Tags    map[string]*TagRecord `json:"tags,omitempty"`
 }
 
 type series struct {
@@ -53,10 +64,16 @@ type series struct {
 type Options struct {
 	// Path is the state file; empty means DefaultPath.
 	Path string
-	// AllowReplay lets Check and Accept pass a sequence that is not newer than the last
-	// accepted one: the explicit, loud escape hatch. Accept then keeps the recorded
-	// (higher) sequence. An unusable state file (ErrState) is never allowed.
+	// AllowReplay lets Check, Accept and Held.Record pass a sequence that is not newer
+	// than the last accepted one: the explicit, loud escape hatch. They then keep the
+	// recorded (higher) sequence. An unusable state file (ErrState) is never allowed.
 	AllowReplay bool
+	// AllowRollback lets Held.CheckTags and Held.Record pass tag moves that would take a
+	// tag back to content from an older bundle (ErrRollback): the explicit, loud escape
+	// hatch for an intended downgrade; the caller says so. Record still records this
+	// bundle as the one that set the tag, since that is what the tag then holds. An
+	// unusable state file (ErrState) is never allowed.
+	AllowRollback bool
 	// OnWait, when set, is called once by Lock when another unpack holds the lock and
 	// Lock starts to wait for it (to say so, e.g. "waiting for the replay state lock held
 	// by another unpack"). It runs on Lock's goroutine; nil means wait silently.
@@ -65,9 +82,10 @@ type Options struct {
 
 // Store is the replay state at one path.
 type Store struct {
-	path        string
-	allowReplay bool
-	onWait      func()
+	path          string
+	allowReplay   bool
+	allowRollback bool
+	onWait        func()
 	now         func() time.Time
 }
 
@@ -94,7 +112,8 @@ func New(opts Options) (*Store, error) {
 		}
 		path = p
 	}
-	return &Store{path: path, allowReplay: opts.AllowReplay, onWait: opts.OnWait, now: time.Now}, nil
+	return &Store{path: path, allowReplay: opts.AllowReplay, allowRollback: opts.AllowRollback,
+		onWait: opts.OnWait, now: time.Now}, nil
 }
 
 // Path returns the state file.
@@ -248,7 +267,7 @@ func flock(f *os.File, how int) error {
 // read returns the state; a missing file is the empty state, anything else that is
 // wrong is ErrState.
 func (s *Store) read() (*state, error) {
-	empty := &state{Version: stateVersion, Series: map[string]*series{}}
+	empty := &state{Version: stateVersion, Series: map[string]*series{}, Tags: map[string]*TagRecord{}}
 	f, err := os.OpenFile(s.path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return empty, nil
@@ -288,6 +307,14 @@ func (s *Store) read() (*state, error) {
 			return nil, fmt.Errorf("%w: %s: bad entry for series %q", ErrState, s.path, id)
 		}
 	}
+	for ref, r := range st.Tags {
+		if err := checkTagRecord(ref, r); err != nil {
+			return nil, fmt.Errorf("%w: %s: bad record for tag %q: %v", ErrState, s.path, ref, err)
+		}
+	}
+	if st.Tags == nil {
+		st.Tags = map[string]*TagRecord{}
+	}
 	return &st, nil
 }
 
@@ -299,6 +326,10 @@ func (s *Store) write(st *state) error {
 		return fmt.Errorf("encoding replay state: %w", err)
 	}
 	b = append(b, '\n')
+	if len(b) > maxStateBytes {
+		// a file read would refuse is never written: the old state stays
+		return fmt.Errorf("%w: writing %s: %d bytes, over the %d-byte bound", ErrState, s.path, len(b), maxStateBytes)
+	}
 	dir := filepath.Dir(s.path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(s.path)+".tmp-*")
 	if err != nil {
