@@ -86,7 +86,7 @@ type Store struct {
 	allowReplay   bool
 	allowRollback bool
 	onWait        func()
-	now         func() time.Time
+	now           func() time.Time
 }
 
 // DefaultPath returns $XDG_STATE_HOME/petra-oci/series.json, or

@@ -361,7 +361,9 @@ func TestCorruptTagRecordFailsClosed(t *testing.T) {
 	withTags := func(tags string) string {
 		return `{"version":1,"series":{"` + idA + `":{"sequence":3,"accepted":"2025-01-01T00:00:00Z"}},"tags":` + tags + `}`
 	}
-	replace := func(old, new string) string { return withTags(`{` + ref + `:{` + strings.Replace(good, old, new, 1) + `}}`) }
+	replace := func(old, new string) string {
+		return withTags(`{` + ref + `:{` + strings.Replace(good, old, new, 1) + `}}`)
+	}
 	// the good record parses: the cases below fail for their one change
 	s := newStore(t)
 	os.MkdirAll(filepath.Dir(s.Path()), 0o700)
