@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -444,5 +445,135 @@ func TestRecordBounded(t *testing.T) {
 	unchanged(t, s.Path(), before, "an oversized Record")
 	if err := h.Record(bundleAt(idA, 2, 1), moves[:100]); err != nil {
 		t.Fatalf("Record within the bound: %v", err)
+	}
+}
+
+// unpackSim is an unpack as internal/unpack runs it, against a pretend registry: Lock,
+// Check, CheckTags, push, Record, move the tag, Unlock. Each call opens its own Store,
+// as a separate process would.
+type unpackSim struct {
+	path string
+
+	mu       sync.Mutex
+	registry map[string]digest.Digest // tag -> what it points to
+	pushes   []uint64                 // sequences whose content was pushed
+	moves    []uint64                 // sequences that moved the tag, in order
+}
+
+func (u *unpackSim) run(b Bundle, d digest.Digest) error {
+	s, err := New(Options{Path: u.path})
+	if err != nil {
+		return err
+	}
+	h, err := s.Lock(context.Background())
+	if err != nil {
+		return err
+	}
+	defer h.Unlock()
+	mv := []TagMove{{Ref: tag1, Digest: d}}
+	if err := h.Check(b.ID, b.Sequence); err != nil {
+		return err
+	}
+	if err := h.CheckTags(b, mv); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	u.pushes = append(u.pushes, b.Sequence)
+	u.mu.Unlock()
+	time.Sleep(2 * time.Millisecond) // pushing content
+	if err := h.Record(b, mv); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Millisecond) // the tag moves after its record
+	u.mu.Lock()
+	u.registry[tag1] = d
+	u.moves = append(u.moves, b.Sequence)
+	u.mu.Unlock()
+	return nil
+}
+
+// both runs f(0) and f(1) at once and returns their errors.
+func both(f func(i int) error) [2]error {
+	var errs [2]error
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = f(i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}
+
+// TestConcurrentUnpacksNeverRollBack: of sequences 2 and 3 of one series unpacked at
+// once, in either order, the tag ends at 3's content, and 2 either ran wholly before 3
+// or was refused without pushing; never does 2 move the tag after 3 recorded.
+func TestConcurrentUnpacksNeverRollBack(t *testing.T) {
+	b2, b3 := bundleAt(idA, 2, 2), bundleAt(idA, 3, 3)
+	d2, d3 := dig("seq 2"), dig("seq 3")
+	orders := map[string]int{}
+	for range 30 {
+		u := &unpackSim{path: newStore(t).Path(), registry: map[string]digest.Digest{}}
+		errs := both(func(i int) error {
+			if i == 0 {
+				return u.run(b2, d2)
+			}
+			return u.run(b3, d3)
+		})
+		if errs[1] != nil {
+			t.Fatalf("sequence 3 refused: %v", errs[1])
+		}
+		switch {
+		case errs[0] == nil:
+			if fmt.Sprint(u.moves) != "[2 3]" {
+				t.Fatalf("tag moves %v, want [2 3]", u.moves)
+			}
+			orders["2 then 3"]++
+		case errors.Is(errs[0], ErrReplay) || errors.Is(errs[0], ErrRollback):
+			if fmt.Sprint(u.pushes) != "[3]" || fmt.Sprint(u.moves) != "[3]" {
+				t.Fatalf("sequence 2 refused (%v) after pushing %v, moving %v", errs[0], u.pushes, u.moves)
+			}
+			orders["3, 2 refused"]++
+		default:
+			t.Fatalf("sequence 2: %v", errs[0])
+		}
+		if u.registry[tag1] != d3 {
+			t.Fatalf("tag at %s, want sequence 3's %s (moves %v)", u.registry[tag1], d3, u.moves)
+		}
+		s, _ := New(Options{Path: u.path})
+		h := lock(t, s)
+		if r, ok, err := h.Tag(tag1); err != nil || !ok || r.Sequence != 3 || r.Digest != d3 {
+			t.Fatalf("tag record = %+v, %v, %v", r, ok, err)
+		}
+		h.Unlock()
+		if last, _, _ := s.Last(idA); last != 3 {
+			t.Fatalf("series at %d, want 3", last)
+		}
+	}
+	t.Logf("orders seen: %v", orders)
+}
+
+// TestConcurrentUnpacksOfOneBundle: two unpacks of the same bundle at once push once.
+func TestConcurrentUnpacksOfOneBundle(t *testing.T) {
+	b := bundleAt(idA, 4, 4)
+	for range 20 {
+		u := &unpackSim{path: newStore(t).Path(), registry: map[string]digest.Digest{}}
+		errs := both(func(int) error { return u.run(b, dig("seq 4")) })
+		if (errs[0] == nil) == (errs[1] == nil) {
+			t.Fatalf("errors %v, want exactly one unpack to succeed", errs)
+		}
+		for _, err := range errs {
+			if err != nil && !errors.Is(err, ErrReplay) {
+				t.Fatalf("the second unpack: %v, want ErrReplay", err)
+			}
+		}
+		if len(u.pushes) != 1 {
+			t.Fatalf("content pushed %d times, want once", len(u.pushes))
+		}
 	}
 }
