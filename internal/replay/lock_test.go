@@ -354,3 +354,28 @@ func TestUnlock(t *testing.T) {
 		t.Fatal("Accept after Unlock recorded")
 	}
 }
+
+// TestStoreCheckDoesNotWaitForHeld: verify (Store.Check, no lock) answers while an
+// unpack holds the lock, and sees what the holder has written so far.
+func TestStoreCheckDoesNotWaitForHeld(t *testing.T) {
+	s := newStore(t)
+	h, err := s.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Unlock()
+	if err := h.Accept(idA, 2); err != nil {
+		t.Fatal(err)
+	}
+	verify, _ := New(Options{Path: s.Path()})
+	done := make(chan error, 1)
+	go func() { done <- verify.Check(idA, 2) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrReplay) {
+			t.Fatalf("Store.Check = %v, want ErrReplay from the holder's Accept", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Store.Check waits for a Held lock")
+	}
+}

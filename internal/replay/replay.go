@@ -120,16 +120,14 @@ func New(opts Options) (*Store, error) {
 func (s *Store) Path() string { return s.path }
 
 // Last returns the last sequence accepted for bundleID, and whether there is one.
+//
+// Last, like Check, takes no lock: the file is only ever replaced whole (rename), so it
+// reads one complete state, and it never waits for an unpack that holds the lock.
 func (s *Store) Last(bundleID string) (uint64, bool, error) {
 	if err := checkID(bundleID); err != nil {
 		return 0, false, err
 	}
-	var st *state
-	err := s.locked(syscall.LOCK_SH, false, func() error {
-		var err error
-		st, err = s.read()
-		return err
-	})
+	st, err := s.read()
 	if err != nil {
 		return 0, false, err
 	}
@@ -141,7 +139,9 @@ func (s *Store) Last(bundleID string) (uint64, bool, error) {
 
 // Check returns an error wrapping ErrReplay when seq is not newer than the last
 // sequence accepted for bundleID (unless the store allows replays), or wrapping ErrState
-// when the state cannot be read. It records nothing.
+// when the state cannot be read. It records nothing and takes no lock (see Last): it is
+// advisory, for a caller that records nothing (verify); an unpack checks again under a
+// Held lock.
 func (s *Store) Check(bundleID string, seq uint64) error {
 	last, ok, err := s.Last(bundleID)
 	if err != nil {
@@ -161,7 +161,7 @@ func (s *Store) Accept(bundleID string, seq uint64) error {
 	if err := checkID(bundleID); err != nil {
 		return err
 	}
-	return s.locked(syscall.LOCK_EX, true, func() error { return s.acceptLocked(bundleID, seq) })
+	return s.exclusive(func() error { return s.acceptLocked(bundleID, seq) })
 }
 
 // acceptLocked is Accept for a caller that holds the exclusive lock.
@@ -217,23 +217,20 @@ func checkID(id string) error {
 	return nil
 }
 
-// locked runs fn holding a lock of kind how on the lock file next to the state file.
-// With create, the state directory is created (0700) when missing.
-func (s *Store) locked(how int, create bool, fn func() error) error {
+// exclusive runs fn holding the exclusive lock on the lock file next to the state file,
+// waiting for it as long as it takes. The state directory is created (0700) when
+// missing.
+func (s *Store) exclusive(fn func() error) error {
 	dir := filepath.Dir(s.path)
-	if create {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("creating %s: %w", dir, err)
-		}
-	} else if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return fn() // nothing was ever accepted; read reports the empty state
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
 	}
 	lf, err := s.openLock()
 	if err != nil {
 		return err
 	}
 	defer lf.Close()
-	if err := flock(lf, how); err != nil {
+	if err := flock(lf, syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("locking %s: %w", lf.Name(), err)
 	}
 	defer flock(lf, syscall.LOCK_UN)
