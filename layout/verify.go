@@ -158,8 +158,9 @@ type tree struct {
 	root *os.Root
 	top  *os.File // the root directory itself, for openNoFollow
 	dir  string   // cleaned
-	// entriesRead counts the directory entries the last scan read (tests bound it).
-	entriesRead int
+	// entriesRead and entriesVisited count the directory entries the last walk read
+	// and visited (tests bound them).
+	entriesRead, entriesVisited int
 }
 
 // openTree resolves dir once: cleaned (so DIR and DIR/ are the same), lstat'ed without
@@ -209,28 +210,20 @@ var fixedDirs = map[string]bool{BlobsDir: true, BlobsDir + "/" + string(digest.S
 
 // scan walks the tree without following symlinks and returns its regular files other
 // than the metadata and its signature. With want (verification) it refuses anything
-// not listed and reports listed files that are missing; without (building), it refuses
-// the ingest folder and empty directories.
+// not listed the moment it reads it, refuses a tree with more entries than want allows
+// before reading the rest, and reports listed files that are missing; the files come
+// back sorted by path. Without want (building), it refuses the ingest folder and empty
+// directories, visiting entries in name order as fs.WalkDir would.
 func (t *tree) scan(ctx context.Context, want map[string]*File) ([]job, error) {
+	opts := walkOptions{sorted: want == nil}
 	allowedDirs := map[string]bool{}
-	for p := range want {
-		for d := path.Dir(p); d != "."; d = path.Dir(d) {
-			allowedDirs[d] = true
-		}
+	if want != nil {
+		allowedDirs, opts.maxEntries = scanPaths(want)
 	}
 	var jobs []job
 	var dirs []string
-	err := fs.WalkDir(t.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("walking bundle %s: %w", t.dir, err)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if p == "." {
-			return nil
-		}
-		typ := d.Type()
+	err := t.walk(ctx, opts, func(p string, info fs.FileInfo) error {
+		typ := info.Mode()
 		switch {
 		case typ.IsDir():
 			if want == nil && p == IngestDir {
@@ -243,13 +236,6 @@ func (t *tree) scan(ctx context.Context, want map[string]*File) ([]job, error) {
 			return nil
 		case !typ.IsRegular():
 			return &FileError{Path: p, Kind: ErrUnsafeFile, Detail: "is a " + fileType(typ)}
-		}
-		info, err := d.Info()
-		if err != nil {
-			return fmt.Errorf("walking bundle %s: %w", t.dir, err)
-		}
-		if !info.Mode().IsRegular() { // changed since the directory was read
-			return &FileError{Path: p, Kind: ErrUnsafeFile, Detail: "is a " + fileType(info.Mode())}
 		}
 		if p == MetadataPath || p == SignaturePath {
 			return nil
@@ -277,6 +263,7 @@ func (t *tree) scan(ctx context.Context, want map[string]*File) ([]job, error) {
 	if err != nil {
 		return nil, err
 	}
+	sort.Slice(jobs, func(a, b int) bool { return jobs[a].rel < jobs[b].rel })
 	if want != nil {
 		seen := make(map[string]bool, len(jobs))
 		for _, j := range jobs {
