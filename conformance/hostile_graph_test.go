@@ -64,8 +64,8 @@ images:
 	nBundle := nginx.Referrers[nI][0] // the Sigstore bundle referrer on nginx's index
 	ghost := digest.FromString("a subject that is in no bundle")
 	ghostSubject := &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: ghost, Size: 512}
-	// moveRepo routes every entry and image of repository from to to.
-	moveRepo := func(b *hostileBundle, from, to string) {
+	// routeRepo routes every index.json entry of repository from to to.
+	routeRepo := func(b *hostileBundle, from, to string) {
 		if n := b.rewrite(func(e *layout.Entry) bool {
 			if e.Repository == from {
 				e.Repository = to
@@ -74,6 +74,10 @@ images:
 		}); n == 0 {
 			t.Fatalf("test bug: no entry of %s", from)
 		}
+	}
+	// moveRepo routes every entry and signed image of repository from to to.
+	moveRepo := func(b *hostileBundle, from, to string) {
+		routeRepo(b, from, to)
 		b.forge(func(m *layout.Metadata) {
 			for i, im := range m.Images {
 				if im.Repository == from {
@@ -232,6 +236,14 @@ images:
 			b.forge(nil)
 			return []string{nginx.SBOM.Digest.String()}
 		}},
+		{"referrer of the signed index that is a runnable image", false, exitKindMismatch, func(t *testing.T, b *hostileBundle) []string {
+			// its subject is right; what it carries is a filesystem (referrers.ErrKindMismatch:
+			// "an attachment that carries filesystem layers")
+			miner := b.runnable("referrer-miner", &ocispec.Descriptor{MediaType: nginx.Index.MediaType, Digest: nI, Size: nginx.Index.Size})
+			b.add(layout.AttachmentEntry(miner, oci.KindReferrer, N, "", nI))
+			b.forge(nil)
+			return []string{miner.Digest.String()}
+		}},
 		{"entry listed twice: a child manifest also as a referrer of its index", false, exitKindMismatch, func(t *testing.T, b *hostileBundle) []string {
 			d := nAmd
 			d.Platform = nil
@@ -256,6 +268,24 @@ images:
 					Digest: listed.Digest, MediaType: listed.MediaType})
 			})
 			return []string{listed.Digest.String(), N + ":listed-only"}
+		}},
+
+		{"index.json routes the image to a repository the signed list does not name", false, exitNotCoveredCode, func(t *testing.T, b *hostileBundle) []string {
+			routeRepo(b, N, src.Host+"/chainguard/nginx-evil")
+			b.forge(nil)
+			return []string{"chainguard/nginx-evil", nI.String()}
+		}},
+		{"index.json retags the image (the signed list says 1.27)", false, exitNotCoveredCode, func(t *testing.T, b *hostileBundle) []string {
+			if n := b.rewrite(func(e *layout.Entry) bool {
+				if e.Kind == oci.KindImage && e.Repository == N {
+					e.Tag = "latest"
+				}
+				return true
+			}); n != 1 {
+				t.Fatalf("test bug: %d image entries retagged", n)
+			}
+			b.forge(nil)
+			return []string{N + ":latest", nI.String()}
 		}},
 
 		// the policy (30)
