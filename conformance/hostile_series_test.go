@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,8 +34,8 @@ func newSeriesBundle(t *testing.T, dir string, d digest.Digest) seriesBundle {
 // another series packed earlier than the one that set the tag is refused (15) unless
 // --allow-rollback; unpacks sharing a replay state run one after the other, so an
 // older sequence or the same bundle started while another runs is refused (13)
-// without pushing; SIGTERM during the push or while waiting for the state lock ends
-// unpack within seconds with 130 and moves no tag.
+// without pushing; SIGTERM or SIGINT during the push, and SIGTERM while waiting for
+// the state lock, end unpack within seconds with 130 and move no tag.
 //
 // Not parallel: the cases are about timing.
 func TestHostileTagMoves(t *testing.T) {
@@ -156,26 +157,31 @@ func TestHostileTagMoves(t *testing.T) {
 				}
 			})
 
-			t.Run("SIGTERM during the push", func(t *testing.T) {
-				dst := registrytest.Start(t, k)
-				state := filepath.Join(t.TempDir(), "series.json")
-				assertExit(t, "unpack A", runPetra(t, e, unpack(dst.Host, state, A)...), 0)
-				p := registrytest.StartHookProxy(t, dst, registrytest.HookOptions{Hold: registrytest.ManifestPush})
-				u := startPetra(t, e, unpack(p.Host, state, A2)...)
-				if !waitHeld(t, p, u) {
-					return
-				}
-				r, took, inTime := terminate(t, u)
-				assertInterrupted(t, "unpack A2 terminated mid-push", r, took, inTime)
-				p.Release()
-				time.Sleep(200 * time.Millisecond) // anything the proxy still forwards lands
-				if got := tagAt(t, dst); got != A.digest {
-					t.Errorf("after SIGTERM the tag is %s, want A (unmoved)", name(got))
-				}
-				if got := lastAccepted(t, state, A.bundleID); got != A.sequence {
-					t.Errorf("the state records sequence %d after the interrupted unpack, want %d", got, A.sequence)
-				}
-			})
+			for _, sig := range []struct {
+				name string
+				sig  syscall.Signal
+			}{{"SIGTERM", syscall.SIGTERM}, {"SIGINT", syscall.SIGINT}} {
+				t.Run(sig.name+" during the push", func(t *testing.T) {
+					dst := registrytest.Start(t, k)
+					state := filepath.Join(t.TempDir(), "series.json")
+					assertExit(t, "unpack A", runPetra(t, e, unpack(dst.Host, state, A)...), 0)
+					p := registrytest.StartHookProxy(t, dst, registrytest.HookOptions{Hold: registrytest.ManifestPush})
+					u := startPetra(t, e, unpack(p.Host, state, A2)...)
+					if !waitHeld(t, p, u) {
+						return
+					}
+					r, took, inTime := interrupt(t, u, sig.sig)
+					assertInterrupted(t, "unpack A2 interrupted mid-push by "+sig.name, r, took, inTime)
+					p.Release()
+					time.Sleep(200 * time.Millisecond) // anything the proxy still forwards lands
+					if got := tagAt(t, dst); got != A.digest {
+						t.Errorf("after %s the tag is %s, want A (unmoved)", sig.name, name(got))
+					}
+					if got := lastAccepted(t, state, A.bundleID); got != A.sequence {
+						t.Errorf("the state records sequence %d after the interrupted unpack, want %d", got, A.sequence)
+					}
+				})
+			}
 
 			t.Run("SIGTERM while waiting for the state lock", func(t *testing.T) {
 				dst := registrytest.Start(t, k)

@@ -521,8 +521,9 @@ func lastAccepted(t testing.TB, path, bundleID string) uint64 {
 }
 
 // waitLockWaiter waits until p is blocked on a file lock (/proc/locks shows it
-// waiting, "->"), or until max has passed without p sending any request through
-// proxy (a wait that polls the lock shows nothing in /proc/locks). It reports false,
+// waiting, "->"), says on stderr that it is waiting, or until max has passed without
+// p sending any request through proxy (a wait that polls the lock shows nothing in
+// /proc/locks). It reports false,
 // with a test error, when p reached its registry or ended instead: it did not wait.
 func waitLockWaiter(t testing.TB, p *petraProc, proxy *registrytest.HookProxy, max time.Duration) bool {
 	t.Helper()
@@ -538,6 +539,10 @@ func waitLockWaiter(t testing.TB, p *petraProc, proxy *registrytest.HookProxy, m
 		}
 		if blockedOnLock(p.pid()) {
 			t.Logf("pid %d waits for a file lock (/proc/locks)", p.pid())
+			return true
+		}
+		if strings.Contains(strings.ToLower(p.stderr.String()), "waiting") {
+			t.Logf("pid %d says it waits: %s", p.pid(), strings.TrimSpace(p.stderr.String()))
 			return true
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -579,9 +584,15 @@ func readChars(pid int) (int64, bool) {
 // terminate sends SIGTERM to p and waits signalGrace for it to end.
 func terminate(t testing.TB, p *petraProc) (result, time.Duration, bool) {
 	t.Helper()
+	return interrupt(t, p, syscall.SIGTERM)
+}
+
+// interrupt sends sig to p and waits signalGrace for it to end.
+func interrupt(t testing.TB, p *petraProc, sig syscall.Signal) (result, time.Duration, bool) {
+	t.Helper()
 	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Logf("SIGTERM: %v", err)
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Logf("%s: %v", sig, err)
 	}
 	r, ok := p.wait(signalGrace)
 	return r, time.Since(start), ok
@@ -593,9 +604,9 @@ func assertInterrupted(t testing.TB, what string, r result, took time.Duration, 
 	t.Helper()
 	switch {
 	case !inTime:
-		t.Errorf("%s: did not exit within %s of SIGTERM:\n%s", what, signalGrace, r)
+		t.Errorf("%s: did not exit within %s of the signal:\n%s", what, signalGrace, r)
 	case r.exitCode != exitInterrupted:
-		t.Errorf("%s: exit %d %v after SIGTERM (%s), want %d:\n%s", what, r.exitCode, r.err, took.Round(time.Millisecond), exitInterrupted, r)
+		t.Errorf("%s: exit %d (%v) %s after the signal, want %d:\n%s", what, r.exitCode, r.err, took.Round(time.Millisecond), exitInterrupted, r)
 	case strings.TrimSpace(r.stderr) == "":
 		t.Errorf("%s: exit %d without a message", what, r.exitCode)
 	}
