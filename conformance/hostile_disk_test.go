@@ -146,6 +146,7 @@ func TestHostileAfterVerify(t *testing.T) {
 				{"layer blob", img.BaseLayer.Digest},
 				{"child manifest", amd.Digest},
 				{"index manifest", img.Index.Digest},
+				{"cosign signature manifest of the index", img.Signatures[img.Index.Digest].Digest},
 			} {
 				t.Run(sw.what+" swapped for a FIFO after verification", func(t *testing.T) {
 					t.Parallel()
