@@ -4,6 +4,11 @@
 // write never leaves a corrupt blob. index.json is written atomically and in a stable
 // order. A Layout implements oras-go's content.Storage, so oras.CopyGraph can copy to
 // and from it.
+//
+// A bundle from elsewhere is opened once with OpenRoot and verified with Root.Verify,
+// which returns the verified files pinned: a Pinned is what to copy from afterwards,
+// since it reads only the files verified, as verified, and never asks the directory
+// what is present.
 package layout
 
 import (

@@ -387,6 +387,7 @@ func BuildMetadata(ctx context.Context, dir string, m Metadata, workers int) (*M
 	if err != nil {
 		return nil, nil, err
 	}
+	pin := newPinned(t, jobs, files)
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	m.Files = files
 	byPath := make(map[string]*File, len(files))
@@ -408,7 +409,7 @@ func BuildMetadata(ctx context.Context, dir string, m Metadata, workers int) (*M
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, _, err := t.coverage(ctx, byPath, m.Images); err != nil {
+	if _, _, err := pin.coverage(ctx, m.Images); err != nil {
 		return nil, nil, err
 	}
 	return &m, b, nil

@@ -72,3 +72,37 @@ func TestOpenNoFollowRefusesLinksOnTheWay(t *testing.T) {
 		t.Fatal("opened after close")
 	}
 }
+
+// TestPinnedDoesNotFollowLinkToVerifiedFile: a listed blob moved elsewhere in the
+// bundle and replaced by a symlink to it (the very inode verified) is still refused:
+// the pin does not follow links, even to the right file.
+func TestPinnedDoesNotFollowLinkToVerifiedFile(t *testing.T) {
+	tb := newTestBundle(t)
+	p := pin(t, tb)
+	path := blobFile(tb, tb.layer)
+	moved := filepath.Join(tb.dir, "petra", "moved")
+	if err := os.Rename(path, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../petra/moved", path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readBlob(t.Context(), p, tb.layer); !errors.Is(err, ErrUnsafeFile) {
+		t.Fatalf("err = %v, want ErrUnsafeFile", err)
+	}
+	// the same through a linked directory on the way
+	os.Remove(path)
+	if err := os.Rename(moved, path); err != nil {
+		t.Fatal(err)
+	}
+	sha := filepath.Join(tb.dir, "blobs", "sha256")
+	if err := os.Rename(sha, filepath.Join(tb.dir, "petra", "sha256")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../petra/sha256", sha); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readBlob(t.Context(), p, tb.layer); !errors.Is(err, ErrUnsafeFile) {
+		t.Fatalf("linked directory: err = %v, want ErrUnsafeFile", err)
+	}
+}

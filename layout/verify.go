@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -18,16 +17,14 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/petra-oci/petra-oci/oci"
 )
 
-// Sentinel errors of bundle verification. VerifyFiles wraps each in a *FileError naming
-// the path; callers test with errors.Is.
+// Sentinel errors of bundle verification. Root.Verify, VerifyFiles and the reads of a
+// Pinned wrap each in a *FileError naming the path; callers test with errors.Is.
 var (
 	// ErrMetadataInvalid marks a metadata manifest that breaks the format.
 	ErrMetadataInvalid = errors.New("invalid bundle metadata")
@@ -81,13 +78,13 @@ func (e *FileError) Unwrap() []error {
 	return []error{e.Kind, e.Err}
 }
 
-// VerifyOptions configure VerifyFiles. The zero value hashes GOMAXPROCS files at once.
+// VerifyOptions configure Root.Verify and VerifyFiles. The zero value hashes GOMAXPROCS files at once.
 type VerifyOptions struct {
 	// Workers bounds the files hashed at once; <= 0 means GOMAXPROCS.
 	Workers int
 }
 
-// VerifyReport is what VerifyFiles checked.
+// VerifyReport is what Root.Verify (or VerifyFiles) checked.
 type VerifyReport struct {
 	// Files and Bytes are the files hashed and their total size.
 	Files int   `json:"files"`
@@ -105,50 +102,29 @@ type VerifyReport struct {
 }
 
 // VerifyFiles checks the bundle directory dir against m, which the caller has parsed
-// from metadata.json bytes whose signature it verified. It fails on the first problem,
-// with a *FileError wrapping ErrFileChanged, ErrFileMissing, ErrFileExtra,
-// ErrUnsafeFile, ErrBlobDigest or ErrNotCovered (or ErrMetadataInvalid when m breaks
-// the format). It walks the tree first without following any symlink, then streams every
-// file through SHA-256 in parallel, then walks index.json and the manifests it reaches.
-// Nothing is allocated from a size in m.
+// from metadata.json bytes whose signature it verified: OpenRoot, then Root.Verify (see
+// there for what is checked and refused). To use the bundle after verifying it, use
+// Root.Verify and read through the Pinned it returns instead: a second look at dir by
+// path is not what was verified.
 func VerifyFiles(ctx context.Context, dir string, m *Metadata, opts VerifyOptions) (*VerifyReport, error) {
-	start := time.Now()
+	if err := checkMetadata(m); err != nil {
+		return nil, err
+	}
+	r, err := OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	_, rep, err := r.Verify(ctx, m, opts)
+	return rep, err
+}
+
+// checkMetadata refuses a nil or invalid m.
+func checkMetadata(m *Metadata) error {
 	if m == nil {
-		return nil, fmt.Errorf("%w: no metadata", ErrMetadataInvalid)
+		return fmt.Errorf("%w: no metadata", ErrMetadataInvalid)
 	}
-	if err := m.Validate(); err != nil {
-		return nil, err
-	}
-	want := make(map[string]*File, len(m.Files))
-	for i := range m.Files {
-		want[m.Files[i].Path] = &m.Files[i]
-	}
-	t, err := openTree(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer t.close()
-	jobs, err := t.scan(ctx, want)
-	if err != nil {
-		return nil, err
-	}
-	files, workers, err := t.hash(ctx, jobs, opts.Workers)
-	if err != nil {
-		return nil, err
-	}
-	rep := &VerifyReport{Files: len(files), Workers: workers}
-	for _, j := range jobs {
-		rep.Bytes += j.info.Size()
-		if j.blob != "" {
-			rep.Blobs++
-		}
-	}
-	rep.IndexEntries, rep.Manifests, err = t.coverage(ctx, want, m.Images)
-	if err != nil {
-		return nil, err
-	}
-	rep.Duration = time.Since(start)
-	return rep, nil
+	return m.Validate()
 }
 
 // tree is a bundle directory opened once: every later access goes through root (or
@@ -158,9 +134,8 @@ type tree struct {
 	root *os.Root
 	top  *os.File // the root directory itself, for openNoFollow
 	dir  string   // cleaned
-	// entriesRead and entriesVisited count the directory entries the last walk read
-	// and visited (tests bound them).
-	entriesRead, entriesVisited int
+	// lastScan is what the last scan's walk read (tests bound it).
+	lastScan atomic.Pointer[walkCounts]
 }
 
 // openTree resolves dir once: cleaned (so DIR and DIR/ are the same), lstat'ed without
@@ -222,7 +197,9 @@ func (t *tree) scan(ctx context.Context, want map[string]*File) ([]job, error) {
 	}
 	var jobs []job
 	var dirs []string
-	err := t.walk(ctx, opts, func(p string, info fs.FileInfo) error {
+	counts := &walkCounts{}
+	defer t.lastScan.Store(counts)
+	err := t.walk(ctx, opts, counts, func(p string, info fs.FileInfo) error {
 		typ := info.Mode()
 		switch {
 		case typ.IsDir():
@@ -418,156 +395,6 @@ func (t *tree) open(rel string, walked fs.FileInfo) (*os.File, error) {
 		return nil, &FileError{Path: rel, Kind: ErrUnsafeFile, Detail: "replaced during verification"}
 	}
 	return f, nil
-}
-
-// openListed opens a listed file (lstat first, then open and compare).
-func (t *tree) openListed(rel string) (*os.File, error) {
-	fi, err := t.root.Lstat(rel)
-	if err != nil {
-		return nil, &FileError{Path: rel, Kind: ErrFileMissing, Detail: "disappeared during verification", Err: err}
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &FileError{Path: rel, Kind: ErrUnsafeFile, Detail: "is a " + fileType(fi.Mode())}
-	}
-	return t.open(rel, fi)
-}
-
-// coverage checks that oci-layout is a v1.0.0 layout, that every index.json entry and
-// every blob reachable from it is listed in files (index children are optional: a
-// platform filter leaves some out; subjects are optional), and that every image is.
-// It re-reads index.json and the manifests, bounded, and checks them again against
-// files and their digests.
-func (t *tree) coverage(ctx context.Context, files map[string]*File, images []MetadataImage) (entries, manifests int, err error) {
-	if err := t.checkLayoutVersion(files); err != nil {
-		return 0, 0, err
-	}
-	idxBytes, err := t.readListed(IndexFile, files[IndexFile], MaxIndexBytes)
-	if err != nil {
-		return 0, 0, err
-	}
-	idx, err := ParseIndex(idxBytes)
-	if err != nil {
-		return 0, 0, &FileError{Path: IndexFile, Kind: oci.ErrInvalid, Err: err}
-	}
-	seen := map[digest.Digest]bool{}
-	var walk func(d ocispec.Descriptor, from string, optional bool) error
-	walk = func(d ocispec.Descriptor, from string, optional bool) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, err := BlobPath(d)
-		if err != nil {
-			return &FileError{Path: from, Kind: oci.ErrInvalid, Err: err}
-		}
-		rel = path.Clean(strings.ReplaceAll(rel, string(os.PathSeparator), "/"))
-		f := files[rel]
-		if f == nil {
-			if optional {
-				return nil
-			}
-			return &FileError{Path: rel, Kind: ErrNotCovered, Detail: fmt.Sprintf("%s %s named by %s is not listed in the metadata", d.MediaType, d.Digest, from)}
-		}
-		if f.Size != d.Size {
-			return &FileError{Path: rel, Kind: ErrNotCovered, Detail: fmt.Sprintf("%s names it with size %d, the listed blob is %d bytes", from, d.Size, f.Size)}
-		}
-		if seen[d.Digest] || !oci.IsManifest(d.MediaType) {
-			seen[d.Digest] = true
-			return nil
-		}
-		seen[d.Digest] = true
-		manifests++
-		b, err := t.readManifest(rel, d)
-		if err != nil {
-			return err
-		}
-		man, err := oci.ParseManifest(d, b)
-		if err != nil {
-			return &FileError{Path: rel, Kind: oci.ErrInvalid, Err: err}
-		}
-		for _, c := range man.Children() {
-			if err := walk(c, rel, oci.IsIndex(d.MediaType)); err != nil {
-				return err
-			}
-		}
-		if man.Subject != nil {
-			return walk(*man.Subject, rel+" (subject)", true)
-		}
-		return nil
-	}
-	for i, d := range idx.Manifests {
-		if err := walk(d, fmt.Sprintf("%s entry %d", IndexFile, i), false); err != nil {
-			return 0, 0, err
-		}
-	}
-	for i, img := range images {
-		desc := ocispec.Descriptor{MediaType: img.MediaType, Digest: img.Digest}
-		rel, err := BlobPath(desc)
-		if err != nil {
-			return 0, 0, err
-		}
-		rel = path.Clean(strings.ReplaceAll(rel, string(os.PathSeparator), "/"))
-		if files[rel] == nil {
-			return 0, 0, &FileError{Path: rel, Kind: ErrNotCovered, Detail: fmt.Sprintf("image %d (%s) is not listed in the metadata", i, img.Source)}
-		}
-	}
-	return len(idx.Manifests), manifests, nil
-}
-
-// readListed reads a listed file whole, bounded by limit, and checks it against f again.
-func (t *tree) readListed(rel string, f *File, limit int64) ([]byte, error) {
-	if f == nil {
-		return nil, &FileError{Path: rel, Kind: ErrNotCovered, Detail: "not listed in the metadata"}
-	}
-	if f.Size > limit {
-		return nil, &FileError{Path: rel, Kind: oci.ErrTooLarge, Detail: fmt.Sprintf("%d bytes, limit %d", f.Size, limit)}
-	}
-	fh, err := t.openListed(rel)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	b, err := io.ReadAll(io.LimitReader(fh, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", rel, err)
-	}
-	sum := sha256.Sum256(b)
-	if int64(len(b)) != f.Size || hex.EncodeToString(sum[:]) != f.SHA256 {
-		return nil, &FileError{Path: rel, Kind: ErrFileChanged, Detail: "changed during verification"}
-	}
-	return b, nil
-}
-
-// readManifest reads a manifest blob, verified against its descriptor, bounded by
-// oci.MaxManifestBytes.
-func (t *tree) readManifest(rel string, d ocispec.Descriptor) ([]byte, error) {
-	fh, err := t.openListed(rel)
-	if err != nil {
-		return nil, err
-	}
-	b, err := oci.ReadAllVerified(fh, d, oci.MaxManifestBytes)
-	if err != nil {
-		if errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrSizeMismatch) {
-			return nil, &FileError{Path: rel, Kind: ErrFileChanged, Detail: "changed during verification", Err: err}
-		}
-		return nil, &FileError{Path: rel, Kind: oci.ErrInvalid, Err: err}
-	}
-	return b, nil
-}
-
-// checkLayoutVersion checks oci-layout says imageLayoutVersion 1.0.0.
-func (t *tree) checkLayoutVersion(files map[string]*File) error {
-	b, err := t.readListed(LayoutFile, files[LayoutFile], 4096)
-	if err != nil {
-		return err
-	}
-	var il ocispec.ImageLayout
-	if err := json.Unmarshal(b, &il); err != nil {
-		return &FileError{Path: LayoutFile, Kind: oci.ErrInvalid, Err: err}
-	}
-	if il.Version != ocispec.ImageLayoutVersion {
-		return &FileError{Path: LayoutFile, Kind: oci.ErrUnsupported, Detail: fmt.Sprintf("imageLayoutVersion %q", il.Version)}
-	}
-	return nil
 }
 
 // ctxReader stops a copy when ctx is done.

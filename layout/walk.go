@@ -37,18 +37,22 @@ type walkOptions struct {
 // checked to be the directory that was listed. visit sees slash-separated paths
 // relative to the root; an error from it stops the walk. Directories are read
 // walkBatch entries at a time (unless opts.sorted), so the memory used does not grow
-// with the size of a directory. t.entriesRead counts the entries read from
-// directories (into memory), t.entriesVisited those handed to visit.
-func (t *tree) walk(ctx context.Context, opts walkOptions, visit func(rel string, fi fs.FileInfo) error) error {
-	t.entriesRead, t.entriesVisited = 0, 0
+// with the size of a directory; counts says how many entries were read.
+func (t *tree) walk(ctx context.Context, opts walkOptions, counts *walkCounts, visit func(rel string, fi fs.FileInfo) error) error {
 	fi, err := t.top.Stat()
 	if err != nil {
 		return fmt.Errorf("walking bundle %s: %w", t.dir, err)
 	}
-	return t.walkDir(ctx, opts, ".", fi, 0, visit)
+	return t.walkDir(ctx, opts, counts, ".", fi, 0, visit)
 }
 
-func (t *tree) walkDir(ctx context.Context, opts walkOptions, rel string, listed fs.FileInfo, depth int, visit func(string, fs.FileInfo) error) error {
+// walkCounts are the entries a walk read from directories (into memory) and those it
+// handed to visit.
+type walkCounts struct {
+	read, visited int
+}
+
+func (t *tree) walkDir(ctx context.Context, opts walkOptions, counts *walkCounts, rel string, listed fs.FileInfo, depth int, visit func(string, fs.FileInfo) error) error {
 	f, err := t.openDir(rel, listed)
 	if err != nil {
 		return err
@@ -66,14 +70,14 @@ func (t *tree) walkDir(ctx context.Context, opts walkOptions, rel string, listed
 		} else {
 			ents, rerr = f.ReadDir(walkBatch)
 		}
-		t.entriesRead += len(ents)
+		counts.read += len(ents)
 		for _, e := range ents {
-			t.entriesVisited++
+			counts.visited++
 			child := e.Name()
 			if rel != "." {
 				child = rel + "/" + child
 			}
-			if opts.maxEntries > 0 && t.entriesVisited > opts.maxEntries {
+			if opts.maxEntries > 0 && counts.visited > opts.maxEntries {
 				return &FileError{Path: child, Kind: ErrFileExtra, Detail: fmt.Sprintf("the bundle has more than the %d files and directories the metadata allows", opts.maxEntries)}
 			}
 			if err := ctx.Err(); err != nil {
@@ -93,7 +97,7 @@ func (t *tree) walkDir(ctx context.Context, opts walkOptions, rel string, listed
 			if depth+1 > maxWalkDepth {
 				return &FileError{Path: child + "/", Kind: ErrFileExtra, Detail: fmt.Sprintf("directories nested deeper than %d", maxWalkDepth)}
 			}
-			if err := t.walkDir(ctx, opts, child, info, depth+1, visit); err != nil {
+			if err := t.walkDir(ctx, opts, counts, child, info, depth+1, visit); err != nil {
 				return err
 			}
 		}

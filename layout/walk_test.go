@@ -45,16 +45,16 @@ func TestScanRefusesHugeExtraDirectoryEarly(t *testing.T) {
 		t.Fatalf("err = %v, want a *FileError naming an extra blob", err)
 	}
 	// the root (4), petra/ (4), blobs/ (1) and one batch of blobs/sha256 (128)
-	if limit := 300; tr.entriesRead > limit {
-		t.Fatalf("read %d entries before refusing, want at most %d", tr.entriesRead, limit)
+	if read, limit := tr.lastScan.Load().read, 300; read > limit {
+		t.Fatalf("read %d entries before refusing, want at most %d", read, limit)
 	}
-	t.Logf("refused after reading %d of %d entries: %v", tr.entriesRead, extra+len(tb.meta.Files)+5, err)
+	t.Logf("refused after reading %d of %d entries: %v", tr.lastScan.Load().read, extra+len(tb.meta.Files)+5, err)
 
 	if _, err := tr.scan(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
-	if tr.entriesRead < extra {
-		t.Fatalf("building read %d entries, want all %d", tr.entriesRead, extra)
+	if read := tr.lastScan.Load().read; read < extra {
+		t.Fatalf("building read %d entries, want all %d", read, extra)
 	}
 }
 
@@ -74,16 +74,17 @@ func TestWalkBounds(t *testing.T) {
 	defer tr.close()
 	all := func(string, fs.FileInfo) error { return nil }
 	for _, sorted := range []bool{false, true} {
-		err = tr.walk(context.Background(), walkOptions{sorted: sorted, maxEntries: 5}, all)
+		var counts walkCounts
+		err = tr.walk(context.Background(), walkOptions{sorted: sorted, maxEntries: 5}, &counts, all)
 		var fe *FileError
 		if !errors.Is(err, ErrFileExtra) || !errors.As(err, &fe) || fe.Path == "" {
 			t.Fatalf("sorted=%v: err = %v, want ErrFileExtra naming a path", sorted, err)
 		}
-		if tr.entriesVisited != 6 {
-			t.Fatalf("sorted=%v: visited %d entries, want 6", sorted, tr.entriesVisited)
+		if counts.visited != 6 {
+			t.Fatalf("sorted=%v: visited %d entries, want 6", sorted, counts.visited)
 		}
 	}
-	err = tr.walk(context.Background(), walkOptions{}, all)
+	err = tr.walk(context.Background(), walkOptions{}, &walkCounts{}, all)
 	var fe *FileError
 	if !errors.Is(err, ErrFileExtra) || !errors.As(err, &fe) || !strings.Contains(fe.Detail, "deeper") {
 		t.Fatalf("err = %v, want ErrFileExtra for nesting", err)
@@ -99,7 +100,7 @@ func TestWalkBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr2.close()
-	if err := tr2.walk(context.Background(), walkOptions{}, all); err != nil {
+	if err := tr2.walk(context.Background(), walkOptions{}, &walkCounts{}, all); err != nil {
 		t.Fatal(err)
 	}
 }
