@@ -12,6 +12,8 @@ import (
 	"github.com/petra-oci/petra-oci/internal/replay"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/referrers"
 )
 
 // Exit codes. Verification failures each have their own, so scripts at the air gap
@@ -24,17 +26,22 @@ const (
 	exitMetadata    = 12
 	exitReplay      = 13
 	exitReplayState = 14
+	exitRollback    = 15 // a tag would move back to content from an older bundle
 	exitFileChanged = 20
 	exitFileMissing = 21
 	exitFileExtra   = 22
 	exitUnsafeFile  = 23
 	exitBlobDigest  = 24
 	exitNotCovered  = 25
-	exitImage       = 30 // an image fails the policy (signatures, attestations)
-	exitTrust       = 31 // the bundle carries trust material other than the pinned one
-	exitSource      = 32 // a source outside the policy's allow-list
-	exitPolicy      = 33 // the policy file is invalid, or no rule matches
-	exitVulns       = 40 // vulnerabilities over the thresholds
+	exitOrphan      = 26  // an entry the graph does not reach from an image of its repository
+	exitKind        = 27  // an entry whose content does not match its kind
+	exitName        = 28  // a repository or tag outside the grammar, or a destination outside --to
+	exitImage       = 30  // an image fails the policy (signatures, attestations)
+	exitTrust       = 31  // the bundle carries trust material other than the pinned one
+	exitSource      = 32  // a source outside the policy's allow-list
+	exitPolicy      = 33  // the policy file is invalid, or no rule matches
+	exitVulns       = 40  // vulnerabilities over the thresholds
+	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
 var exitCodes = []struct {
@@ -47,6 +54,10 @@ var exitCodes = []struct {
 	{layout.ErrMetadataInvalid, exitMetadata},
 	{replay.ErrReplay, exitReplay},
 	{replay.ErrState, exitReplayState},
+	{replay.ErrRollback, exitRollback},
+	{oci.ErrInvalidName, exitName},
+	{referrers.ErrOrphan, exitOrphan},
+	{referrers.ErrKindMismatch, exitKind},
 	{layout.ErrUnsafeFile, exitUnsafeFile},
 	{layout.ErrBlobDigest, exitBlobDigest},
 	{layout.ErrNotCovered, exitNotCovered},

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -19,11 +20,29 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// interruptGrace is how long a run may take to stop cleanly after SIGINT or SIGTERM
+// (cancelled requests, released locks) before it is ended anyway.
+const interruptGrace = 5 * time.Second
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal ends the process at once
+		time.Sleep(interruptGrace)
+		fmt.Fprintf(os.Stderr, "petra-oci: interrupted; did not stop within %s, exiting\n", interruptGrace)
+		os.Exit(exitInterrupted)
+	}()
 	app := newApp(os.Stdout, os.Stderr)
-	if err := app.RunContext(ctx, interspersed(app, os.Args)); err != nil {
+	err := app.RunContext(ctx, interspersed(app, os.Args))
+	if ctx.Err() != nil {
+		// nothing half-done is left looking complete: tags move last, layouts write
+		// through temporary files
+		fmt.Fprintf(os.Stderr, "petra-oci: interrupted: %v\n", err)
+		os.Exit(exitInterrupted)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "petra-oci: %v\n", err)
 		os.Exit(exitCode(err))
 	}

@@ -95,7 +95,13 @@ func bundleVerifyOptions(c *cli.Context) (*bundle.VerifyOptions, error) {
 	if c.Bool("allow-replay") {
 		logger(c).Warn("--allow-replay: an older or repeated bundle of a series will be accepted")
 	}
-	guard, err := replay.New(replay.Options{Path: c.String("state"), AllowReplay: c.Bool("allow-replay")})
+	if c.Bool("allow-rollback") {
+		logger(c).Warn("--allow-rollback: tags may move back to content from an older bundle")
+	}
+	guard, err := replay.New(replay.Options{Path: c.String("state"), AllowReplay: c.Bool("allow-replay"), AllowRollback: c.Bool("allow-rollback"),
+		OnWait: func() {
+			logger(c).Info("waiting for the replay state, held by another unpack", "state", c.String("state"))
+		}})
 	if err != nil {
 		return nil, err
 	}

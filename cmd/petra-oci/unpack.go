@@ -8,6 +8,13 @@ import (
 	"github.com/petra-oci/petra-oci/internal/unpack"
 )
 
+// verificationFlag names the flags that mean nothing with --unsafe-skip-verify.
+var verificationFlag = map[string]bool{
+	"key": true, "certificate-identity": true, "certificate-identity-regexp": true, "certificate-oidc-issuer": true,
+	"certificate-oidc-issuer-regexp": true, "trusted-root": true, "policy": true, "image-key": true, "source": true,
+	"state": true, "allow-replay": true, "allow-rollback": true,
+}
+
 func unpackCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "unpack",
@@ -22,12 +29,24 @@ referrers tag schema.
 
 Nothing is pushed before the whole bundle is verified, offline, as 'petra-oci verify'
 does: the signature over its metadata (--key, or the keyless flags with --trusted-root),
-the bundle series sequence (--state), and every file. The sequence is recorded once the
-push has succeeded, so the same or an older bundle is refused next time.`,
+the bundle series sequence (--state), every file, the graph of what it holds and, with
+--policy or --image-key, every image and child against this side's pinned policy. Only
+that graph is pushed: the images the signed metadata lists, the children the bundle
+carries, and the attachments whose subject chain reaches them in their own repository;
+any other entry refuses the bundle (exit 26, or 27 when an entry's content does not
+match its kind, 28 for a name outside the distribution grammar or outside --to).
+
+The replay state (--state) is held locked for the whole run, so concurrent unpacks with
+the same state run one after the other. Once the content is pushed, the bundle and each
+tag it sets are recorded, then the tags move. A tag is never moved back to content from
+a bundle older than the one that last set it, of this series or another (exit 15),
+unless --allow-rollback. SIGINT or SIGTERM stops a run at any point with exit 130; tags
+move last, so an interrupted run leaves no tag on incomplete content.`,
 		Flags: append(append(append([]cli.Flag{
 			&cli.StringFlag{Name: "to", Usage: "destination `HOST[:PORT][/PREFIX]`"},
 			outputFlag(),
-			&cli.BoolFlag{Name: "unsafe-skip-verify", Usage: "UNSAFE: push without verifying the bundle's signature and files"},
+			&cli.BoolFlag{Name: "unsafe-skip-verify", Usage: "UNSAFE: push without verifying the bundle's signature, files and images (refuses verification flags given with it)"},
+			&cli.BoolFlag{Name: "allow-rollback", Usage: "let a tag move back to content from an older bundle (of any series) than the one that last set it"},
 		}, verifyFlags()...), replayFlags()...), registryFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -49,7 +68,15 @@ push has succeeded, so the same or an older bundle is refused next time.`,
 				Concurrency: c.Int("concurrency"), Log: logger(c),
 				UnsafeSkipVerify: c.Bool("unsafe-skip-verify"),
 			}
-			if !opts.UnsafeSkipVerify {
+			if opts.UnsafeSkipVerify {
+				for _, f := range c.Command.Flags {
+					for _, name := range f.Names() {
+						if verificationFlag[name] && c.IsSet(name) {
+							return cli.Exit("--unsafe-skip-verify verifies nothing, so --"+name+" would be ignored: drop one of them", exitUsage)
+						}
+					}
+				}
+			} else {
 				if opts.Verify, err = bundleVerifyOptions(c); err != nil {
 					return err
 				}

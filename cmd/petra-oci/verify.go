@@ -52,7 +52,12 @@ every file streamed and hashed. Fails with a specific exit code per problem:
 10 unsigned, 11 bad signature, 12 invalid metadata, 13 replay, 14 unusable replay
 state, 20 changed file,
 21 missing file, 22 extra file, 23 symlink/device/FIFO/escaping path, 24 blob not
-matching its name, 25 index entry or blob not covered by the metadata.
+matching its name, 25 index entry, blob or image not covered by the metadata (an image
+in index.json that the signed image list lacks, or the reverse), 26 an entry the graph
+does not reach from an image of its own repository (orphan, foreign repository), 27 an
+entry whose content does not match its kind (a cosign signature that is a runnable
+image), 28 a repository or tag outside the distribution grammar. It prints every
+manifest unpack would push: images, children and attachments.
 verify records nothing; unpack records the sequence once it has pushed the bundle.`,
 		Flags: append(append(verifyFlags(), replayFlags()...), outputFlag(),
 			&cli.StringFlag{Name: "report", Usage: "after a successful verification, write the reviewer report with the verified signers to `FILE` (.html or .json)"}),
@@ -85,12 +90,30 @@ verify records nothing; unpack records the sequence once it has pushed the bundl
 			fmt.Fprintf(w, "  signed by %s\n", signer(rep.Signature))
 			fmt.Fprintf(w, "  %d files, %d bytes, %d blobs hashed in %s (%.0f MB/s)\n", rep.Files.Files, rep.Files.Bytes, rep.Files.Blobs,
 				rep.Files.Duration.Round(time.Millisecond), float64(rep.Files.Bytes)/1e6/rep.Files.Duration.Seconds())
-			for _, im := range rep.Images {
-				fmt.Fprintf(w, "  %s\t%s\n", im.Source, im.Digest)
-			}
+			renderContents(w, rep.Contents)
 			renderImageResults(w, rep.ImageResults)
 			return nil
 		},
+	}
+}
+
+// renderContents lists every manifest the bundle would push, per image: its children
+// and its attachments (subjects first).
+func renderContents(w io.Writer, repos []bundle.Repository) {
+	for _, r := range repos {
+		for _, im := range r.Images {
+			fmt.Fprintf(w, "  %s\t%s\t%d children, %d attachments\n", im.Name, im.Digest, len(im.Children), len(im.Attachments))
+			for _, m := range im.Children {
+				fmt.Fprintf(w, "    child %s %s\n", m.Digest, m.Platform)
+			}
+			for _, m := range im.Attachments {
+				line := fmt.Sprintf("    %s %s on %s", m.Kind, m.Digest, m.Subject)
+				if m.Tag != "" {
+					line += " (" + m.Tag + ")"
+				}
+				fmt.Fprintln(w, line)
+			}
+		}
 	}
 }
 

@@ -217,17 +217,28 @@ func Verify(ctx context.Context, dir string, opts VerifyOptions) (*Report, error
 // image policy failure it returns the Verified (with the report of every image) and
 // the error; on any other failure nil.
 func Open(ctx context.Context, dir string, opts VerifyOptions) (*Verified, error) {
-	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("%w: %s is not a bundle directory", oci.ErrInvalid, dir)
+	// the root is resolved and opened once; everything below reads through it
+	root, err := layout.OpenRoot(dir)
+	if err != nil {
+		if errors.Is(err, layout.ErrUnsafeFile) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %s is not a bundle directory: %w", oci.ErrInvalid, dir, err)
 	}
-	sig, err := layout.ReadSignatureBytes(dir)
+	ok := false
+	defer func() {
+		if !ok {
+			root.Close()
+		}
+	}()
+	sig, err := root.ReadSignatureBytes()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s has no %s", ErrUnsigned, dir, layout.SignaturePath)
 	}
 	if err != nil {
 		return nil, err
 	}
-	b, err := layout.ReadMetadataBytes(dir)
+	b, err := root.ReadMetadataBytes()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s has no %s", ErrUnsigned, dir, layout.MetadataPath)
 	}
@@ -249,24 +260,21 @@ func Open(ctx context.Context, dir string, opts VerifyOptions) (*Verified, error
 			return nil, err
 		}
 	}
-	if rep.Files, err = layout.VerifyFiles(ctx, dir, m, layout.VerifyOptions{Workers: opts.Workers}); err != nil {
-		return nil, err
-	}
-	l, err := layout.Open(dir)
+	pinned, files, err := root.Verify(ctx, m, layout.VerifyOptions{Workers: opts.Workers})
 	if err != nil {
 		return nil, err
 	}
-	v := &Verified{Report: rep, Store: l}
-	idx, err := l.ReadIndexPinned(fileSHA256(m, layout.IndexFile))
+	rep.Files = files
+	v := &Verified{Report: rep, Store: pinned, closer: root.Close}
+	idx, err := pinned.ReadIndex()
 	if err != nil {
-		v.Close()
 		return nil, err
 	}
 	if v.Graph, err = buildGraph(ctx, v.Store, idx, m); err != nil {
-		v.Close()
 		return nil, fmt.Errorf("graph of %s: %w", dir, err)
 	}
 	rep.Contents = contents(v.Graph)
+	ok = true
 	if opts.Images != nil {
 		rep.ImageResults, err = verifyImages(ctx, v.Store, v.Graph, m, opts.Images)
 		if err != nil {

@@ -1,18 +1,22 @@
-// Package unpack pushes a bundle into a registry with every digest unchanged. Per
-// destination repository it pushes blobs, then child manifests, then indexes (graph
-// order), then attached manifests (subjects before what is attached to them) and cosign
-// tags, and the image tags last, so no tag ever points at content that is not all there.
-// Blobs the registry already has are skipped; blobs pushed to another repository of the
-// same registry are mounted instead of uploaded again.
+// Package unpack pushes a verified bundle into a registry with every digest unchanged,
+// and nothing but its verified graph: the images the signed metadata lists, the
+// children the bundle carries, and the attachments whose subject chain reaches them in
+// their repository (referrers.Graph). It pushes all content by digest first, per
+// destination repository: blobs, child manifests, indexes (children before parents),
+// then attached manifests, subjects first. Then it records the bundle and the tags it
+// is about to set in the replay state, and only then moves tags: cosign tags, and the
+// image tags last, so no tag ever points at content that is not all there. Blobs the
+// registry already has are skipped; blobs pushed to another repository of the same
+// registry are mounted instead of uploaded again.
 package unpack
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path"
-	"sort"
 	"strings"
 	"sync"
 
@@ -24,6 +28,7 @@ import (
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/graphcopy"
 	"github.com/petra-oci/petra-oci/internal/remote"
+	"github.com/petra-oci/petra-oci/internal/replay"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
 	"github.com/petra-oci/petra-oci/referrers"
@@ -42,13 +47,19 @@ type Options struct {
 	// Log receives progress.
 	Log *slog.Logger
 	// Verify says how the whole bundle is verified before anything is pushed: the
-	// signature over its metadata, the series sequence and every file. Required
-	// unless UnsafeSkipVerify.
+	// signature over its metadata, the series sequence and every file, the graph of
+	// what it holds, and the images against the pinned policy. Required unless
+	// UnsafeSkipVerify. Verify.Replay, when set, must be a *replay.Store: unpack holds
+	// it locked from before verification to the last tag (a second unpack with the same
+	// state waits), re-checks it before the first push, and records the bundle and every
+	// tag it sets before moving them, refusing to move a tag back to content from an
+	// older bundle of any series unless the store allows rollback.
 	Verify *bundle.VerifyOptions
 	// OnBlob, when set, is told about every blob once it is in the registry (progress).
 	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
-	// UnsafeSkipVerify pushes an unverified bundle. Never the default; the command
-	// that sets it says so loudly.
+	// UnsafeSkipVerify pushes an unverified bundle (with Verify nil; both is an
+	// error). Never the default; the command that sets it says so loudly. The graph
+	// rules (names, orphans, kinds) still apply.
 	UnsafeSkipVerify bool
 }
 
@@ -78,22 +89,55 @@ type Result struct {
 }
 
 // Destination returns the destination repository for a source repository: the
-// destination prefix joined with the source path without its registry host.
+// destination prefix joined with the source path without its registry host. Both are
+// checked against the distribution-spec grammar first, so the result is always
+// strictly under the prefix (oci.ErrInvalidName otherwise).
 func Destination(to, sourceRepository string) (registry.Reference, error) {
-	to = strings.TrimSuffix(to, "/")
-	host, prefix, _ := strings.Cut(to, "/")
-	_, srcPath, ok := strings.Cut(sourceRepository, "/")
-	if !ok || srcPath == "" {
-		return registry.Reference{}, fmt.Errorf("%w: source repository %q has no path", oci.ErrInvalid, sourceRepository)
+	host, prefix, err := splitTo(to)
+	if err != nil {
+		return registry.Reference{}, err
 	}
-	ref := registry.Reference{Registry: host, Repository: path.Join(prefix, srcPath)}
+	if err := oci.ValidateRepository(sourceRepository); err != nil {
+		return registry.Reference{}, fmt.Errorf("source repository: %w", err)
+	}
+	_, srcPath, _ := strings.Cut(sourceRepository, "/")
+	repo := srcPath
+	if prefix != "" {
+		repo = prefix + "/" + srcPath
+		if path.Clean(repo) != repo || !strings.HasPrefix(repo, prefix+"/") {
+			return registry.Reference{}, fmt.Errorf("%w: %s would leave %s", oci.ErrInvalidName, sourceRepository, to)
+		}
+	}
+	if err := oci.ValidateRepository(host + "/" + repo); err != nil {
+		return registry.Reference{}, fmt.Errorf("destination of %s: %w", sourceRepository, err)
+	}
+	ref := registry.Reference{Registry: host, Repository: repo}
 	if err := ref.Validate(); err != nil {
-		return registry.Reference{}, fmt.Errorf("%w: destination %s/%s: %v", oci.ErrInvalid, host, ref.Repository, err)
+		return registry.Reference{}, fmt.Errorf("%w: destination %s/%s: %v", oci.ErrInvalidName, host, ref.Repository, err)
 	}
 	return ref, nil
 }
 
-// Unpack pushes the bundle at opts.Dir to opts.To.
+// splitTo splits --to into its host and its prefix (may be empty), both checked.
+func splitTo(to string) (host, prefix string, err error) {
+	to = strings.TrimSuffix(to, "/")
+	host, prefix, _ = strings.Cut(to, "/")
+	if host == "" {
+		return "", "", fmt.Errorf("%w: destination %q has no registry host", oci.ErrInvalidName, to)
+	}
+	if prefix != "" {
+		if err := oci.ValidateRepositoryPath(prefix); err != nil {
+			return "", "", fmt.Errorf("destination prefix of %q: %w", to, err)
+		}
+	}
+	if err := oci.ValidateRepository(host + "/x"); err != nil {
+		return "", "", fmt.Errorf("%w: destination host %q", oci.ErrInvalidName, host)
+	}
+	return host, prefix, nil
+}
+
+// Unpack pushes the bundle at opts.Dir to opts.To: only what the verified graph holds
+// (bundle.Verified), and nothing before all of it verified.
 func Unpack(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -104,82 +148,125 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 	if opts.To == "" {
 		return nil, fmt.Errorf("%w: no destination", oci.ErrInvalid)
 	}
+	if _, _, err := splitTo(opts.To); err != nil {
+		return nil, err
+	}
 	res := &Result{}
 	var (
-		l   *layout.Layout
-		idx ocispec.Index
-		err error
+		store   referrers.Store
+		g       *referrers.Graph
+		held    *replay.Held
+		current replay.Bundle
 	)
 	switch {
 	case opts.UnsafeSkipVerify:
+		if opts.Verify != nil {
+			return nil, fmt.Errorf("%w: UnsafeSkipVerify with verification options: give one or the other", oci.ErrInvalid)
+		}
 		opts.Log.Warn("UNSAFE: pushing a bundle whose signature and files were NOT verified", "dir", opts.Dir)
-		if l, err = layout.Open(opts.Dir); err != nil {
+		l, entries, err := layout.OpenEntries(opts.Dir)
+		if err != nil {
 			return nil, err
 		}
-		if idx, err = l.ReadIndex(); err != nil {
-			return nil, err
+		if g, err = referrers.Build(ctx, l, entries, referrers.BuildOptions{}); err != nil {
+			return nil, fmt.Errorf("graph of %s (nothing was pushed): %w", opts.Dir, err)
 		}
+		store = l
 	case opts.Verify == nil:
 		return nil, fmt.Errorf("%w: unpack needs the bundle's key or identity to verify it", oci.ErrInvalid)
 	default:
-		// nothing of the bundle, not even oci-layout, is read before this passes
-		if res.Verification, err = bundle.Verify(ctx, opts.Dir, *opts.Verify); err != nil || res.Verification == nil {
-			return nil, fmt.Errorf("verifying bundle %s (nothing was pushed): %w", opts.Dir, err)
+		vopts := *opts.Verify
+		if vopts.Replay != nil {
+			st, ok := vopts.Replay.(*replay.Store)
+			if !ok {
+				return nil, fmt.Errorf("%w: unpack holds its replay state locked for the whole run: Verify.Replay must be a *replay.Store", oci.ErrInvalid)
+			}
+			var err error
+			if held, err = st.Lock(ctx); err != nil {
+				return nil, fmt.Errorf("locking the replay state %s (nothing was pushed): %w", st.Path(), err)
+			}
+			defer held.Unlock()
+			vopts.Replay = held
 		}
-		opts.Log.Info("bundle verified", "bundleID", res.Verification.BundleID, "sequence", res.Verification.Sequence,
-			"files", res.Verification.Files.Files, "bytes", res.Verification.Files.Bytes)
-		if l, err = layout.Open(opts.Dir); err != nil {
-			return nil, err
+		// nothing of the bundle, not even oci-layout, is read before its signature verifies
+		v, err := bundle.Open(ctx, opts.Dir, vopts)
+		if v != nil {
+			defer v.Close()
+			res.Verification = v.Report
 		}
-		if idx, err = l.ReadIndexPinned(res.Verification.IndexSHA256()); err != nil {
-			return nil, err
+		if err != nil {
+			return res, fmt.Errorf("verifying bundle %s (nothing was pushed): %w", opts.Dir, err)
 		}
-	}
-	entries, err := layout.ParseEntries(idx)
-	if err != nil {
-		return nil, err
-	}
-	if err := preflight(ctx, l, entries); err != nil {
-		return nil, err
+		rep := v.Report
+		opts.Log.Info("bundle verified", "bundleID", rep.BundleID, "sequence", rep.Sequence,
+			"files", rep.Files.Files, "bytes", rep.Files.Bytes)
+		store, g = v.Store, v.Graph
+		current = replay.Bundle{ID: rep.BundleID, Sequence: rep.Sequence, Created: rep.Metadata.Created, Metadata: rep.MetadataDigest}
 	}
 
-	byRepo := map[string][]layout.Entry{}
-	var repos []string
-	for _, e := range entries {
-		if e.Kind == oci.KindReferrersIndex {
-			continue // derived; the destination keeps its own
-		}
-		if e.Kind == oci.KindChild {
-			continue // pushed with its image
-		}
-		if _, ok := byRepo[e.Repository]; !ok {
-			repos = append(repos, e.Repository)
-		}
-		byRepo[e.Repository] = append(byRepo[e.Repository], e)
+	// the plan: every repository's destination and every tag that will move
+	type repoPlan struct {
+		r   *referrers.Repo
+		ref registry.Reference
 	}
-	sort.Strings(repos)
+	var plans []repoPlan
+	var moves []replay.TagMove
+	for _, r := range g.Repositories() {
+		ref, err := Destination(opts.To, r.Name)
+		if err != nil {
+			return res, fmt.Errorf("%s (nothing was pushed): %w", r.Name, err)
+		}
+		plans = append(plans, repoPlan{r: r, ref: ref})
+		dest := ref.Registry + "/" + ref.Repository
+		for _, n := range r.Attachments {
+			if n.Entry.Tag != "" {
+				moves = append(moves, replay.TagMove{Ref: dest + ":" + n.Entry.Tag, Digest: n.Entry.Descriptor.Digest})
+			}
+		}
+		for _, img := range r.Images {
+			if img.Entry.Tag != "" {
+				moves = append(moves, replay.TagMove{Ref: dest + ":" + img.Entry.Tag, Digest: img.Entry.Descriptor.Digest})
+			}
+		}
+	}
+	if held != nil {
+		// re-checked under the lock held since before verification, before the first push
+		if err := held.Check(current.ID, current.Sequence); err != nil {
+			return res, fmt.Errorf("bundle %s (nothing was pushed): %w", opts.Dir, err)
+		}
+		if err := held.CheckTags(current, moves); err != nil {
+			return res, fmt.Errorf("bundle %s (nothing was pushed): %w", opts.Dir, err)
+		}
+	}
 
+	// 1. content, by digest, into every repository
 	mounts := &mountIndex{where: map[digest.Digest][]string{}}
-	for _, srcRepo := range repos {
-		ref, err := Destination(opts.To, srcRepo)
+	pushed := make([]*pushedRepo, len(plans))
+	for i, p := range plans {
+		repo, err := opts.Client.Repository(p.ref)
 		if err != nil {
 			return res, err
 		}
-		repo, err := opts.Client.Repository(ref)
+		pr, err := pushContent(ctx, opts, store, repo, mounts, p.r)
+		addStats(&res.Stats, pr.stats)
+		res.Repositories = append(res.Repositories, Repository{Name: p.ref.Registry + "/" + p.ref.Repository, ReferrersAPI: pr.api})
 		if err != nil {
-			return res, err
+			return res, fmt.Errorf("unpacking %s to %s/%s (no tag was moved): %w", p.r.Name, p.ref.Registry, p.ref.Repository, err)
 		}
-		stats, api, maps, err := unpackRepo(ctx, opts, l, repo, mounts, byRepo[srcRepo])
-		addStats(&res.Stats, stats)
-		res.Images = append(res.Images, maps...)
-		res.Repositories = append(res.Repositories, Repository{Name: ref.Registry + "/" + ref.Repository, ReferrersAPI: api})
-		if err != nil {
-			return res, fmt.Errorf("unpacking %s to %s/%s: %w", srcRepo, ref.Registry, ref.Repository, err)
+		pushed[i] = pr
+	}
+	// 2. the bundle and the tags it sets are recorded before any tag moves
+	if held != nil {
+		if err := held.Record(current, moves); err != nil {
+			return res, fmt.Errorf("recording bundle %s sequence %d and its tags (no tag was moved): %w", current.ID, current.Sequence, err)
 		}
 	}
-	if v := res.Verification; v != nil && opts.Verify.Replay != nil {
-		if err := opts.Verify.Replay.Accept(v.BundleID, v.Sequence); err != nil {
-			return res, fmt.Errorf("recording bundle %s sequence %d as accepted: %w", v.BundleID, v.Sequence, err)
+	// 3. tags: cosign tags, then the image tags last
+	for i, p := range plans {
+		maps, err := pushTags(ctx, opts, store, pushed[i].repo, p.r)
+		res.Images = append(res.Images, maps...)
+		if err != nil {
+			return res, fmt.Errorf("tagging in %s/%s: %w", p.ref.Registry, p.ref.Repository, err)
 		}
 	}
 	return res, nil
@@ -224,7 +311,17 @@ func (m *mountIndex) from(d digest.Digest, except string) []string {
 	return out
 }
 
-func unpackRepo(ctx context.Context, opts Options, l *layout.Layout, repo *orasremote.Repository, mounts *mountIndex, entries []layout.Entry) (graphcopy.Stats, bool, []Mapping, error) {
+type pushedRepo struct {
+	repo  *orasremote.Repository
+	api   bool
+	stats graphcopy.Stats
+}
+
+// pushContent pushes one repository's graph by digest: each image's blobs, child
+// manifests and index (children before parents), then its attachments, subjects
+// first. Index children are pushed when the verified bundle holds them (a platform
+// filter leaves some out). No tag moves here.
+func pushContent(ctx context.Context, opts Options, store referrers.Store, repo *orasremote.Repository, mounts *mountIndex, r *referrers.Repo) (*pushedRepo, error) {
 	name := repo.Reference.Repository
 	copier := graphcopy.New(repo, graphcopy.Options{
 		Concurrency: opts.Concurrency,
@@ -236,183 +333,80 @@ func unpackRepo(ctx context.Context, opts Options, l *layout.Layout, repo *orasr
 			}
 		},
 	})
+	pr := &pushedRepo{repo: repo}
 	present := func(child ocispec.Descriptor) bool {
-		ok, err := l.Exists(ctx, child)
+		ok, err := store.Exists(ctx, child)
 		return err == nil && ok
 	}
 	dest := repo.Reference.Registry + "/" + name
+	done := map[digest.Digest]bool{}
+	for _, img := range r.Images {
+		if done[img.Root.Entry.Descriptor.Digest] {
+			continue
+		}
+		done[img.Root.Entry.Descriptor.Digest] = true
+		opts.Log.Info("pushing image", "source", img.Entry.Name(), "to", dest)
+		if _, err := copier.Copy(ctx, store, img.Root.Descriptor(), present); err != nil {
+			pr.stats = copier.Stats()
+			return pr, err
+		}
+	}
+	var err error
+	if pr.api, err = referrers.Probe(ctx, repo); err != nil {
+		pr.stats = copier.Stats()
+		return pr, err
+	}
+	for _, n := range r.Attachments {
+		e := n.Entry
+		if _, err := copier.Copy(ctx, store, n.Descriptor(), present); err != nil {
+			pr.stats = copier.Stats()
+			return pr, fmt.Errorf("%s %s of %s: %w", e.Kind, e.Descriptor.Digest, e.Subject, err)
+		}
+	}
+	pr.stats = copier.Stats()
+	return pr, nil
+}
 
-	// 1. images: blobs, child manifests, indexes
-	var images []layout.Entry
-	trees := map[digest.Digest]map[digest.Digest]bool{}
-	for _, e := range entries {
-		if e.Kind != oci.KindImage {
+// pushTags moves one repository's tags: the cosign tags, subjects first, then the image
+// tags, so no image tag points at content whose signatures are not all there.
+func pushTags(ctx context.Context, opts Options, store referrers.Store, repo *orasremote.Repository, r *referrers.Repo) ([]Mapping, error) {
+	dest := repo.Reference.Registry + "/" + repo.Reference.Repository
+	for _, n := range r.Attachments {
+		if n.Entry.Tag == "" {
 			continue
 		}
-		images = append(images, e)
-		if trees[e.Descriptor.Digest] != nil {
-			continue
-		}
-		opts.Log.Info("pushing image", "source", e.Name(), "to", dest)
-		// children a platform filter left out of the bundle are not pushed
-		nodes, err := copier.Copy(ctx, l, bare(e.Descriptor), present)
-		if err != nil {
-			return copier.Stats(), false, nil, err
-		}
-		tree := map[digest.Digest]bool{}
-		for _, n := range nodes {
-			tree[n.Descriptor.Digest] = true
-		}
-		trees[e.Descriptor.Digest] = tree
-	}
-	// 2. referrers API or tag schema, decided by the registry
-	api, err := referrers.Probe(ctx, repo)
-	if err != nil {
-		return copier.Stats(), false, nil, err
-	}
-	// 3. attachments, subjects first; cosign tags as they land
-	atts := orderAttachments(entries)
-	for _, e := range atts {
-		if _, err := copier.Copy(ctx, l, bare(e.Descriptor), present); err != nil {
-			return copier.Stats(), api, nil, fmt.Errorf("%s %s of %s: %w", e.Kind, e.Descriptor.Digest, e.Subject, err)
-		}
-		if e.Tag != "" {
-			if err := tag(ctx, l, repo, e.Descriptor, e.Tag); err != nil {
-				return copier.Stats(), api, nil, err
-			}
+		if err := tag(ctx, store, repo, n.Descriptor(), n.Entry.Tag); err != nil {
+			return nil, err
 		}
 	}
-	// 4. image tags last
 	var maps []Mapping
-	for _, e := range images {
+	for _, img := range r.Images {
+		e := img.Entry
 		m := Mapping{Source: e.Name(), Digest: e.Descriptor.Digest, Destination: dest + "@" + e.Descriptor.Digest.String()}
 		if e.Tag != "" {
-			if err := tag(ctx, l, repo, e.Descriptor, e.Tag); err != nil {
-				return copier.Stats(), api, maps, err
+			if err := tag(ctx, store, repo, img.Root.Descriptor(), e.Tag); err != nil {
+				return maps, err
 			}
 			m.Destination = dest + ":" + e.Tag
 		}
-		m.Attachments = countTree(trees[e.Descriptor.Digest], atts)
+		m.Attachments = len(referrers.AttachmentsOf(img.Tree()))
 		maps = append(maps, m)
 		opts.Log.Info("pushed", "source", m.Source, "destination", m.Destination, "digest", m.Digest)
 	}
-	return copier.Stats(), api, maps, nil
+	return maps, nil
 }
 
-// bare strips annotations and platform: the manifest is pushed as the bytes it is.
-func bare(d ocispec.Descriptor) ocispec.Descriptor {
-	return ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}
-}
-
-func tag(ctx context.Context, l *layout.Layout, repo *orasremote.Repository, desc ocispec.Descriptor, t string) error {
-	b, err := l.FetchManifest(ctx, bare(desc))
+func tag(ctx context.Context, store referrers.Store, repo *orasremote.Repository, desc ocispec.Descriptor, t string) error {
+	rc, err := store.Fetch(ctx, desc)
 	if err != nil {
 		return err
 	}
-	if err := repo.PushReference(ctx, bare(desc), strings.NewReader(string(b)), t); err != nil {
+	b, err := oci.ReadAllVerified(rc, desc, oci.MaxManifestBytes)
+	if err != nil {
+		return err
+	}
+	if err := repo.PushReference(ctx, desc, bytes.NewReader(b), t); err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", desc.Digest, t, err)
-	}
-	return nil
-}
-
-// orderAttachments returns the attachment entries ordered so that every subject that
-// is itself an attachment comes before what is attached to it.
-func orderAttachments(entries []layout.Entry) []layout.Entry {
-	depth := map[digest.Digest]int{}
-	for _, e := range entries {
-		if e.Kind == oci.KindImage {
-			depth[e.Descriptor.Digest] = 0
-		}
-	}
-	var atts []layout.Entry
-	for _, e := range entries {
-		if e.Kind != oci.KindImage && e.Kind != oci.KindReferrersIndex {
-			atts = append(atts, e)
-		}
-	}
-	var depthOf func(d digest.Digest, seen int) int
-	depthOf = func(d digest.Digest, seen int) int {
-		if v, ok := depth[d]; ok {
-			return v
-		}
-		if seen > len(atts) {
-			return seen
-		}
-		for _, e := range atts {
-			if e.Descriptor.Digest == d {
-				v := depthOf(e.Subject, seen+1) + 1
-				depth[d] = v
-				return v
-			}
-		}
-		return 0 // a child of an image
-	}
-	sort.SliceStable(atts, func(i, j int) bool {
-		return depthOf(atts[i].Subject, 0) < depthOf(atts[j].Subject, 0)
-	})
-	return atts
-}
-
-// countTree counts the attachments of an image: those whose subject is in its tree
-// (root and children) or is itself such an attachment. atts is in subject-first order.
-func countTree(tree map[digest.Digest]bool, atts []layout.Entry) int {
-	in := make(map[digest.Digest]bool, len(tree))
-	for d := range tree {
-		in[d] = true
-	}
-	n := 0
-	for _, e := range atts {
-		if in[e.Subject] {
-			n++
-			in[e.Descriptor.Digest] = true
-		}
-	}
-	return n
-}
-
-// preflight checks, before anything is pushed, that every manifest every entry
-// reaches is in the bundle and parses, and that every blob it names is present with
-// its size. Contents are verified again while they are pushed.
-func preflight(ctx context.Context, l *layout.Layout, entries []layout.Entry) error {
-	seen := map[digest.Digest]bool{}
-	var walk func(d ocispec.Descriptor, optional bool) error
-	walk = func(d ocispec.Descriptor, optional bool) error {
-		if seen[d.Digest] {
-			return nil
-		}
-		ok, err := l.Exists(ctx, d)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			if optional {
-				return nil // an index child left out by a platform filter
-			}
-			return fmt.Errorf("%w: bundle %s lacks %s (%s)", oci.ErrNotFound, l.Root(), d.Digest, d.MediaType)
-		}
-		seen[d.Digest] = true
-		if !oci.IsManifest(d.MediaType) {
-			return nil
-		}
-		b, err := l.FetchManifest(ctx, bare(d))
-		if err != nil {
-			return err
-		}
-		m, err := oci.ParseManifest(d, b)
-		if err != nil {
-			return err
-		}
-		for _, c := range m.Children() {
-			if err := walk(c, oci.IsIndex(d.MediaType)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, e := range entries {
-		if err := walk(bare(e.Descriptor), false); err != nil {
-			return err
-		}
 	}
 	return nil
 }
