@@ -81,8 +81,9 @@ func StartHookProxy(t testing.TB, target *Registry, opts HookOptions) *HookProxy
 		},
 		FlushInterval: -1,
 	}
-	srv := httptest.NewServer(p) // binds 127.0.0.1:0
-	p.Host = strings.TrimPrefix(srv.URL, "http://")
+	srv := httptest.NewUnstartedServer(p) // listens on 127.0.0.1:0
+	p.Host = srv.Listener.Addr().String() // set before any request can read it
+	srv.Start()
 	t.Cleanup(func() {
 		p.Release()
 		srv.CloseClientConnections()
