@@ -105,21 +105,14 @@ func (h *Held) Check(bundleID string, seq uint64) error {
 	if err := checkID(bundleID); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.held(); err != nil {
-		return err
-	}
-	st, err := h.s.read()
-	if err != nil {
-		return err
-	}
-	e := st.Series[bundleID]
-	var last uint64
-	if e != nil {
-		last = e.Sequence
-	}
-	return verdict(bundleID, seq, last, e != nil, h.s.allowReplay)
+	return h.withState(func(st *state) error {
+		e := st.Series[bundleID]
+		var last uint64
+		if e != nil {
+			last = e.Sequence
+		}
+		return verdict(bundleID, seq, last, e != nil, h.s.allowReplay)
+	})
 }
 
 // Accept is Store.Accept under the held lock: it records seq as accepted for bundleID
@@ -135,6 +128,20 @@ func (h *Held) Accept(bundleID string, seq uint64) error {
 		return err
 	}
 	return h.s.acceptLocked(bundleID, seq)
+}
+
+// withState runs fn on the state file read under the held lock.
+func (h *Held) withState(fn func(st *state) error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.held(); err != nil {
+		return err
+	}
+	st, err := h.s.read()
+	if err != nil {
+		return err
+	}
+	return fn(st)
 }
 
 // held fails once the lock is released; h.mu is held.

@@ -59,16 +59,7 @@ func (h *Held) CheckTags(b Bundle, moves []TagMove) error {
 	if err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.held(); err != nil {
-		return err
-	}
-	st, err := h.s.read()
-	if err != nil {
-		return err
-	}
-	return h.s.checkTags(st, b, moves)
+	return h.withState(func(st *state) error { return h.s.checkTags(st, b, moves) })
 }
 
 // Record records, in one atomic write of the state file, that b was accepted and that
@@ -83,38 +74,31 @@ func (h *Held) Record(b Bundle, moves []TagMove) error {
 	if err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.held(); err != nil {
-		return err
-	}
-	st, err := h.s.read()
-	if err != nil {
-		return err
-	}
-	changed, err := h.s.acceptSeries(st, b.ID, b.Sequence)
-	if err != nil {
-		return err
-	}
-	if err := h.s.checkTags(st, b, moves); err != nil {
-		return err
-	}
-	recorded := h.s.now().UTC().Truncate(time.Second)
-	for _, m := range moves {
-		st.Tags[m.Ref] = &TagRecord{
-			BundleID: b.ID,
-			Sequence: b.Sequence,
-			Created:  b.Created.UTC(),
-			Metadata: b.Metadata,
-			Digest:   m.Digest,
-			Recorded: recorded,
+	return h.withState(func(st *state) error {
+		changed, err := h.s.acceptSeries(st, b.ID, b.Sequence)
+		if err != nil {
+			return err
 		}
-		changed = true
-	}
-	if !changed {
-		return nil
-	}
-	return h.s.write(st)
+		if err := h.s.checkTags(st, b, moves); err != nil {
+			return err
+		}
+		recorded := h.s.now().UTC().Truncate(time.Second)
+		for _, m := range moves {
+			st.Tags[m.Ref] = &TagRecord{
+				BundleID: b.ID,
+				Sequence: b.Sequence,
+				Created:  b.Created.UTC(),
+				Metadata: b.Metadata,
+				Digest:   m.Digest,
+				Recorded: recorded,
+			}
+			changed = true
+		}
+		if !changed {
+			return nil
+		}
+		return h.s.write(st)
+	})
 }
 
 // Tag returns the record of the destination tag ref, and whether there is one.
