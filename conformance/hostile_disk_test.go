@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -80,13 +81,11 @@ func TestHostileAfterVerify(t *testing.T) {
 			t.Parallel()
 
 			// The control is what the contract asks of a platform-filtered bundle: it
-			// unpacks. The tampered copy must end exactly as the control does (copying
-			// the child in changes nothing), and the child never reaches the registry.
-			control := make(chan result, 1)
+			// unpacks.
 			t.Run("control: platform-filtered bundle unpacks", func(t *testing.T) {
+				t.Parallel()
 				dst := registrytest.Start(t, k)
 				r := runPetra(t, e, unpackArgs(keys.bundleKeys, dst.Host+"/pfx/team", filtered, "--state", filepath.Join(t.TempDir(), "s.json"))...)
-				control <- r
 				assertExit(t, "unpack of the untouched platform-filtered bundle", r, 0)
 				if r.exitCode == 0 {
 					if got := resolveAt(t, dst, dstRepo, img.Tag); got != img.Index.Digest {
@@ -97,10 +96,12 @@ func TestHostileAfterVerify(t *testing.T) {
 					t.Errorf("the left-out child %s is at the destination", arm.Digest)
 				}
 			})
-			ctl := <-control
 
 			t.Run("left-out child copied in after verification is not pushed", func(t *testing.T) {
 				t.Parallel()
+				// The tampered copy must end exactly as the untouched bundle does (copying
+				// the child in changes nothing), and the child never reaches the registry.
+				ctl := runPetra(t, e, unpackArgs(keys.bundleKeys, registrytest.Start(t, k).Host+"/pfx/team", filtered, "--state", filepath.Join(t.TempDir(), "s.json"))...)
 				b := copyBundle(t, filtered, keys.signer)
 				if _, err := os.Stat(blobFile(b.dir, arm.Digest)); err == nil {
 					t.Fatal("test bug: the filtered bundle holds the linux/arm64 child")
@@ -139,12 +140,15 @@ func TestHostileAfterVerify(t *testing.T) {
 				}
 			})
 
+			// Files unpack reads after its first request to the destination. Not a child
+			// manifest: unpack walks an image's tree (index, then its children) before it
+			// sends anything, so a child manifest is read before the hook can swap it and
+			// the case would not happen (or would race).
 			for _, sw := range []struct {
 				what string
 				d    digest.Digest
 			}{
 				{"layer blob", img.BaseLayer.Digest},
-				{"child manifest", amd.Digest},
 				{"index manifest", img.Index.Digest},
 				{"cosign signature manifest of the index", img.Signatures[img.Index.Digest].Digest},
 			} {
@@ -157,6 +161,8 @@ func TestHostileAfterVerify(t *testing.T) {
 					r := runPetra(t, e, unpackArgs(keys.bundleKeys, proxy.Host+"/pfx/team", b.dir, "--state", filepath.Join(t.TempDir(), "s.json"))...)
 					took := time.Since(start)
 					assertHooked(t, proxy, r)
+					lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+					t.Logf("exit %d after %s: %s", r.exitCode, took.Round(time.Millisecond), lines[len(lines)-1])
 					if r.exitCode != 23 && r.exitCode != 20 {
 						t.Errorf("unpack with a FIFO in place of %s %s: exit %d after %s, want 23 or 20:\n%s", sw.what, sw.d, r.exitCode, took.Round(time.Millisecond), r)
 					} else if !containsAny(r.stderr, []string{sw.d.Encoded()}) {
