@@ -13,6 +13,8 @@ ORAS_VERSION=v1.3.6
 CRANE_VERSION=v0.22.1
 REGCTL_VERSION=v0.11.7
 COSIGN_VERSION=v2.6.5
+# cosign v3, installed as cosign3 next to cosign (v2): the evidence suite compares both.
+COSIGN3_VERSION=v3.1.3
 DISTRIBUTION_VERSION=v3.1.2
 # syft and grype: the CLIs of the exact library versions in go.mod (parity tests of
 # internal/sbom and internal/scan). Keep them in step with go.mod.
@@ -32,6 +34,21 @@ goinstall() { # name module path version
 	if has "$1" "$2" "$4"; then log "$1 $4 present"; return; fi
 	log "installing $1 $4"
 	go install "$3@$4"
+}
+
+# cosign3: cosign v3 built into a temporary GOBIN, then moved next to cosign (v2) under
+# the name cosign3, so both versions are on hand; has() checks it like the others.
+cosign3() {
+	if has cosign3 github.com/sigstore/cosign/v3 "$COSIGN3_VERSION"; then log "cosign3 $COSIGN3_VERSION present"; return; fi
+	log "installing cosign3 (cosign $COSIGN3_VERSION)"
+	local tmp
+	tmp=$(mktemp -d "$TOOLS_BIN/.cosign3.XXXXXX")
+	if ! GOBIN=$tmp go install "github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN3_VERSION"; then
+		rm -rf "$tmp"
+		return 1
+	fi
+	mv -f "$tmp/cosign" "$TOOLS_BIN/cosign3"
+	rmdir "$tmp"
 }
 
 # olareg: 'go install olareg@v0.2.2' is refused by the proxy, so build it from this module,
@@ -86,6 +103,7 @@ main() {
 	local debs_pid=$!
 	# Longest builds first.
 	spawn cosign   goinstall cosign   github.com/sigstore/cosign/v2            github.com/sigstore/cosign/v2/cmd/cosign             "$COSIGN_VERSION"
+	spawn cosign3  cosign3
 	spawn grype    goinstall grype    github.com/anchore/grype                 github.com/anchore/grype/cmd/grype                   "$GRYPE_VERSION"
 	spawn syft     goinstall syft     github.com/anchore/syft                  github.com/anchore/syft/cmd/syft                     "$SYFT_VERSION"
 	spawn registry goinstall registry github.com/distribution/distribution/v3  github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION"

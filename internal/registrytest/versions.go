@@ -25,6 +25,15 @@ func ToolModuleVersion(t testing.TB, bin, module string) string {
 	return ""
 }
 
+// The cosign CLIs the conformance suites run, as scripts/install-tools.sh pins them:
+// v2 installed as "cosign" (COSIGN_VERSION), v3 as "cosign3" (COSIGN3_VERSION).
+const (
+	CosignModule   = "github.com/sigstore/cosign/v2"
+	CosignVersion  = "v2.6.5"
+	Cosign3Module  = "github.com/sigstore/cosign/v3"
+	Cosign3Version = "v3.1.3"
+)
+
 // CheckPinned fails the test unless go.mod requires module at version and
 // scripts/install-tools.sh pins the matching CLI as scriptVar=version: the library and
 // the CLI compared with it must stay in step.
@@ -37,6 +46,13 @@ func CheckPinned(t testing.TB, module, version, scriptVar string) {
 	if got := strings.TrimSpace(string(out)); got != version {
 		t.Errorf("go.mod requires %s %s, the code says %s", module, got, version)
 	}
+	CheckScriptPin(t, scriptVar, version)
+}
+
+// CheckScriptPin fails the test unless scripts/install-tools.sh pins
+// scriptVar=version.
+func CheckScriptPin(t testing.TB, scriptVar, version string) {
+	t.Helper()
 	root, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		t.Fatal(err)
