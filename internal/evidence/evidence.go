@@ -1,15 +1,23 @@
 // Package evidence writes what pack proved about an image as signed evidence in the
 // bundle: an in-toto statement with the SLSA Verification Summary predicate
 // (https://slsa.dev/verification_summary/v1), signed with the bundle key as DSSE, and
-// attached to the image twice: as an OCI referrer holding a Sigstore bundle (the form
-// cosign v3 attaches) and as a layer of the image's cosign .att manifest (the form
-// policy-controller and `cosign verify-attestation` read by default).
+// attached to the image in ONE form, the publisher's (see FormFor and
+// docs/evidence.md): a layer of the image's cosign .att manifest when the publisher
+// signed the legacy way (.sig/.att tags), an OCI referrer holding a Sigstore bundle
+// when the image already carries Sigstore bundle referrers.
+//
+// The reason is cosign (v2.6.5 and v3.1.3 alike): it verifies an image either from
+// its .sig/.att tags or, as soon as it finds any Sigstore bundle referrer on it, from
+// bundles only. A bundle-form summary next to legacy signatures would hide them from
+// `cosign verify`; a legacy-form summary next to bundles would never be read.
 package evidence
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strings"
 	"time"
 
 	vsa "github.com/in-toto/attestation/go/predicates/vsa/v1"
@@ -17,6 +25,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -116,32 +125,151 @@ func digestMap(d digest.Digest) map[string]string {
 	return map[string]string{d.Algorithm().String(): d.Encoded()}
 }
 
-// Attach signs the summary of res and writes it into l for the image root: a Sigstore
-// bundle referrer, and a cosign .att manifest that holds the layers of att (the
-// image's existing .att manifest, nil when it has none) plus the summary. It returns
-// the attachments to list in index.json; the .att one replaces att.
-func Attach(ctx context.Context, l *layout.Layout, repository string, root ocispec.Descriptor, res *imageverify.Result, att *referrers.Attachment, opts Options) ([]referrers.Attachment, error) {
+// Form is how a verification summary is attached to its subject.
+type Form string
+
+const (
+	// FormCosignAtt: a layer of the subject's cosign .att manifest (tag
+	// sha256-<hex>.att), next to the publisher's own .att layers.
+	FormCosignAtt Form = "cosign-att"
+	// FormSigstoreBundle: an OCI referrer of the subject holding a Sigstore bundle
+	// v0.3 with the DSSE envelope, annotated as cosign v3 annotates its attestations.
+	FormSigstoreBundle Form = "sigstore-bundle"
+)
+
+// Fetcher reads what the image's attachments point to (a layout).
+type Fetcher interface {
+	Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
+}
+
+// mediaTypeBundlePrefix starts every Sigstore bundle media type.
+const mediaTypeBundlePrefix = "application/vnd.dev.sigstore.bundle"
+
+// maxBundleBytes bounds a bundle layer read to decide the form.
+const maxBundleBytes = 32 << 20
+
+// FormFor decides the form of the summary about subject from the attachments the
+// image carries (as packed, read through f): FormSigstoreBundle when any OCI referrer
+// of subject is a Sigstore bundle that cosign would load, FormCosignAtt otherwise.
+//
+// "Would load" is cosign's own test (pkg/cosign GetBundles and pkg/oci/remote Bundle
+// in v2.6.5 and v3.1.3): a referrer whose manifest has exactly one layer, of a media
+// type starting with application/vnd.dev.sigstore.bundle, that parses as a Sigstore
+// bundle of version v0.3 or later. When one exists, cosign verifies the subject from
+// bundles only, so a bundle-form summary changes nothing it would otherwise see; when
+// none exists, cosign reads the .sig/.att tags, and only the .att form leaves that so.
+// Whether the bundles verify, and who signed them, does not matter: cosign switches
+// on their presence.
+func FormFor(ctx context.Context, f Fetcher, subject digest.Digest, atts []referrers.Attachment) (Form, error) {
+	for _, a := range atts {
+		if a.Subject != subject || a.Kind != oci.KindReferrer {
+			continue
+		}
+		ok, err := loadableBundle(ctx, f, a.Descriptor)
+		if err != nil {
+			return "", fmt.Errorf("referrer %s of %s: %w", a.Descriptor.Digest, subject, err)
+		}
+		if ok {
+			return FormSigstoreBundle, nil
+		}
+	}
+	return FormCosignAtt, nil
+}
+
+// loadableBundle reports whether the referrer manifest desc holds a Sigstore bundle
+// cosign loads (see FormFor).
+func loadableBundle(ctx context.Context, f Fetcher, desc ocispec.Descriptor) (bool, error) {
+	if desc.MediaType != ocispec.MediaTypeImageManifest {
+		return false, nil
+	}
+	b, err := fetch(ctx, f, ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, oci.MaxManifestBytes)
+	if err != nil {
+		return false, err
+	}
+	m, err := oci.ParseManifest(desc, b)
+	if err != nil {
+		return false, err
+	}
+	if len(m.Layers) != 1 || !strings.HasPrefix(m.Layers[0].MediaType, mediaTypeBundlePrefix) {
+		return false, nil
+	}
+	raw, err := fetch(ctx, f, m.Layers[0], maxBundleBytes)
+	if err != nil {
+		return false, err
+	}
+	var bundle sgbundle.Bundle
+	if err := bundle.UnmarshalJSON(raw); err != nil {
+		return false, nil // cosign skips what does not parse
+	}
+	return bundle.MinVersion("v0.3"), nil
+}
+
+func fetch(ctx context.Context, f Fetcher, desc ocispec.Descriptor, limit int64) ([]byte, error) {
+	rc, err := f.Fetch(ctx, desc)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", desc.Digest, err)
+	}
+	return oci.ReadAllVerified(rc, desc, limit)
+}
+
+// Attach signs the summary of res and writes it into l for the image root, in the
+// form FormFor decides from atts (everything attached to the image, as packed). It
+// returns the image's attachments with the summary: atts plus a Sigstore bundle
+// referrer, or atts with the root's cosign .att manifest replaced by one holding its
+// layers (unchanged, in order) plus the summary, and the form used.
+func Attach(ctx context.Context, l *layout.Layout, repository string, root ocispec.Descriptor, res *imageverify.Result, atts []referrers.Attachment, opts Options) ([]referrers.Attachment, Form, error) {
 	if opts.Signer == nil {
-		return nil, fmt.Errorf("%w: evidence needs the bundle key", oci.ErrInvalid)
+		return nil, "", fmt.Errorf("%w: evidence needs the bundle key", oci.ErrInvalid)
+	}
+	form, err := FormFor(ctx, l, root.Digest, atts)
+	if err != nil {
+		return nil, "", fmt.Errorf("choosing the form of the verification summary: %w", err)
 	}
 	stmt, err := Statement(repository, res, opts)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	envelope, bundle, err := signing.SignDSSE(ctx, opts.Signer, "application/vnd.in-toto+json", stmt)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	subject := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
+	out := atts[:len(atts):len(atts)]
+	switch form {
+	case FormSigstoreBundle:
+		ref, err := pushBundleReferrer(ctx, l, root, bundle)
+		if err != nil {
+			return nil, "", err
+		}
+		return append(out, ref), form, nil
+	default:
+		var att *referrers.Attachment
+		rest := atts[:0:0]
+		for i := range atts {
+			if atts[i].Kind == oci.KindCosignAtt && atts[i].Subject == root.Digest && att == nil {
+				att = &atts[i]
+				continue
+			}
+			rest = append(rest, atts[i])
+		}
+		a, err := pushAtt(ctx, l, root, att, envelope)
+		if err != nil {
+			return nil, "", err
+		}
+		return append(rest, a), form, nil
+	}
+}
 
-	// 1. the referrer: a Sigstore bundle v0.3 with the DSSE envelope
+// pushBundleReferrer writes bundle (a Sigstore bundle v0.3 with the DSSE envelope)
+// as an OCI referrer of root, the way cosign v3 writes attestations.
+func pushBundleReferrer(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, bundle []byte) (referrers.Attachment, error) {
+	subject := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
 	empty, err := l.PushBytes(ctx, ocispec.MediaTypeEmptyJSON, []byte("{}"))
 	if err != nil {
-		return nil, err
+		return referrers.Attachment{}, err
 	}
 	bundleLayer, err := l.PushBytes(ctx, oci.MediaTypeSigstoreBundle03, bundle)
 	if err != nil {
-		return nil, err
+		return referrers.Attachment{}, err
 	}
 	ann := map[string]string{annotationBundleContent: "dsse-envelope", annotationBundlePredicateType: PredicateVSA}
 	refDesc, err := pushManifest(ctx, l, ocispec.Manifest{
@@ -150,27 +278,30 @@ func Attach(ctx context.Context, l *layout.Layout, repository string, root ocisp
 		Subject: &subject, Annotations: ann,
 	})
 	if err != nil {
-		return nil, err
+		return referrers.Attachment{}, err
 	}
 	refDesc.ArtifactType, refDesc.Annotations = oci.MediaTypeSigstoreBundle03, ann
-	out := []referrers.Attachment{{Subject: root.Digest, Descriptor: refDesc, Kind: oci.KindReferrer}}
+	return referrers.Attachment{Subject: root.Digest, Descriptor: refDesc, Kind: oci.KindReferrer}, nil
+}
 
-	// 2. the cosign .att form: existing layers + the summary envelope
+// pushAtt writes the cosign .att manifest of root: the layers of att (the image's
+// existing .att manifest, nil when it has none) plus the summary envelope.
+func pushAtt(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, att *referrers.Attachment, envelope []byte) (referrers.Attachment, error) {
 	var layers []ocispec.Descriptor
 	if att != nil {
 		b, err := l.FetchManifest(ctx, ocispec.Descriptor{MediaType: att.Descriptor.MediaType, Digest: att.Descriptor.Digest, Size: att.Descriptor.Size})
 		if err != nil {
-			return nil, fmt.Errorf("reading the .att manifest of %s: %w", root.Digest, err)
+			return referrers.Attachment{}, fmt.Errorf("reading the .att manifest of %s: %w", root.Digest, err)
 		}
 		m, err := oci.ParseManifest(att.Descriptor, b)
 		if err != nil {
-			return nil, err
+			return referrers.Attachment{}, err
 		}
 		layers = append(layers, m.Layers...)
 	}
 	envLayer, err := l.PushBytes(ctx, oci.MediaTypeDSSEEnvelope, envelope)
 	if err != nil {
-		return nil, err
+		return referrers.Attachment{}, err
 	}
 	envLayer.Annotations = map[string]string{oci.AnnotationCosignPredicate: PredicateVSA, oci.AnnotationCosignSignature: ""}
 	layers = append(layers, envLayer)
@@ -180,20 +311,20 @@ func Attach(ctx context.Context, l *layout.Layout, repository string, root ocisp
 	}
 	cfg, err := json.Marshal(ocispec.Image{Platform: ocispec.Platform{}, RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}})
 	if err != nil {
-		return nil, err
+		return referrers.Attachment{}, err
 	}
 	cfgDesc, err := l.PushBytes(ctx, ocispec.MediaTypeImageConfig, cfg)
 	if err != nil {
-		return nil, err
+		return referrers.Attachment{}, err
 	}
 	attDesc, err := pushManifest(ctx, l, ocispec.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
 		Config: cfgDesc, Layers: layers,
 	})
 	if err != nil {
-		return nil, err
+		return referrers.Attachment{}, err
 	}
-	return append(out, referrers.Attachment{Subject: root.Digest, Descriptor: attDesc, Kind: oci.KindCosignAtt, Tag: oci.CosignTag(root.Digest, ".att")}), nil
+	return referrers.Attachment{Subject: root.Digest, Descriptor: attDesc, Kind: oci.KindCosignAtt, Tag: oci.CosignTag(root.Digest, ".att")}, nil
 }
 
 func pushManifest(ctx context.Context, l *layout.Layout, m ocispec.Manifest) (ocispec.Descriptor, error) {

@@ -70,7 +70,9 @@ type Options struct {
 	// OnBlob, when set, is told about every blob once it is in the bundle (progress).
 	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
 	// Evidence writes, for every verified image, a SLSA verification summary signed
-	// with the bundle key (Seal.Signer), as a referrer and in the cosign .att form.
+	// with the bundle key (Seal.Signer), in the form of the publisher's signatures:
+	// a Sigstore bundle referrer beside Sigstore bundles, a layer of the cosign .att
+	// manifest otherwise (evidence.FormFor, docs/evidence.md).
 	Evidence bool
 }
 
@@ -420,23 +422,16 @@ func verifyImage(ctx context.Context, opts Options, l *layout.Layout, repository
 	if !opts.Evidence {
 		return atts, nil
 	}
-	var att *referrers.Attachment
-	rest := atts[:0:0]
-	for i := range atts {
-		if atts[i].Kind == oci.KindCosignAtt && atts[i].Subject == root.Digest {
-			att = &atts[i]
-			continue
-		}
-		rest = append(rest, atts[i])
-	}
-	ev, err := evidence.Attach(ctx, l, repository, root, res, att, evidence.Options{
+	// one form, the publisher's: never one that changes what cosign verifies
+	withSummary, form, err := evidence.Attach(ctx, l, repository, root, res, atts, evidence.Options{
 		Signer: opts.Seal.Signer, Version: opts.Seal.ToolVersion,
 		PolicyURI: layout.PolicyPath, PolicyDigest: opts.Policy.Digest(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("writing the verification summary: %w", err)
 	}
-	return append(rest, ev...), nil
+	opts.Log.Info("attached the verification summary", "image", repository+"@"+root.Digest.String(), "form", form)
+	return withSummary, nil
 }
 
 // collectAttachments discovers and copies everything attached to nodes, and to what is
