@@ -670,19 +670,20 @@ type cosignCase struct {
 	marker        string // must appear in the output of a passing run
 }
 
-// runCosign runs the cases, two at a time (cosign's start-up dominates), offline
-// and over plain HTTP: the fixture signs with a key and no transparency log. The
-// trusted root is the shared public-good one; cosign 2.6.5 insists on one as soon
-// as the subject has a Sigstore bundle referrer (and would fetch it from TUF), but
-// signatures are checked against --key either way.
+// runCosign runs the cases with cosign v2.6.5 and v3.1.3 (cosign3), two at a time
+// (cosign's start-up dominates), offline and over plain HTTP: the fixture signs with
+// a key and no transparency log. The trusted root is the shared public-good one;
+// cosign 2.6.5 insists on one as soon as the subject has a Sigstore bundle referrer
+// (and would fetch it from TUF), but signatures are checked against --key either way.
 func runCosign(t *testing.T, e *env, cases ...cosignCase) {
 	t.Helper()
-	bin := registrytest.ToolPath(t, "cosign")
+	bins := []string{registrytest.ToolPath(t, "cosign"), registrytest.ToolPath(t, "cosign3")}
 	trustedRoot := filepath.Join(fixture.SharedTestdata(t), "sigstore-public-good", "trusted_root.json")
-	results := make([]result, len(cases))
+	results := make([]result, len(cases)*len(bins))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 2)
-	for i, c := range cases {
+	for i := range results {
+		c, bin := cases[i%len(cases)], bins[i/len(cases)]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -694,8 +695,8 @@ func runCosign(t *testing.T, e *env, cases ...cosignCase) {
 		}()
 	}
 	wg.Wait()
-	for i, c := range cases {
-		r := results[i]
+	for i, r := range results {
+		c := cases[i%len(cases)]
 		switch {
 		case c.pass && r.err != nil:
 			t.Errorf("%s", r)
