@@ -293,7 +293,33 @@ func evidenceVerdicts(t *testing.T, clis []cosignCLI, k registrytest.Kind, name 
 	for _, c := range summary {
 		if (c.res.err == nil) != c.pass {
 			t.Errorf("%s: the summary with %s: %s, want pass=%v:\n%s", c.cli.name, c.key, verdict(c.res), c.pass, c.res)
+		} else if c.pass {
+			assertSummaryOutput(t, c.cli.name, c.res, img.Index.Digest)
 		}
+	}
+}
+
+// assertSummaryOutput checks that what cosign verified is petra's summary about the
+// index: the first line of its output is the DSSE envelope (docs/evidence.md).
+func assertSummaryOutput(t *testing.T, cli string, r result, subject digest.Digest) {
+	t.Helper()
+	var env struct{ Payload []byte }
+	if err := json.Unmarshal([]byte(strings.SplitN(r.stdout, "\n", 2)[0]), &env); err != nil {
+		t.Errorf("%s: the first line of the output is not a DSSE envelope: %v\n%s", cli, err, r.stdout)
+		return
+	}
+	var st struct {
+		PredicateType string
+		Subject       []struct{ Digest map[string]string }
+		Predicate     struct{ VerificationResult string }
+	}
+	if err := json.Unmarshal(env.Payload, &st); err != nil {
+		t.Errorf("%s: the envelope's payload: %v", cli, err)
+		return
+	}
+	if st.PredicateType != evidence.PredicateVSA || st.Predicate.VerificationResult != "PASSED" ||
+		len(st.Subject) != 1 || st.Subject[0].Digest[subject.Algorithm().String()] != subject.Encoded() {
+		t.Errorf("%s: cosign verified %+v, want petra's PASSED summary about %s", cli, st, subject)
 	}
 }
 
