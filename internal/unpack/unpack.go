@@ -22,6 +22,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
@@ -323,7 +324,7 @@ type pushedRepo struct {
 // filter leaves some out). No tag moves here.
 func pushContent(ctx context.Context, opts Options, store referrers.Store, repo *orasremote.Repository, mounts *mountIndex, r *referrers.Repo) (*pushedRepo, error) {
 	name := repo.Reference.Repository
-	copier := graphcopy.New(repo, graphcopy.Options{
+	copyOpts := graphcopy.Options{
 		Concurrency: opts.Concurrency,
 		MountFrom:   func(d ocispec.Descriptor) []string { return mounts.from(d.Digest, name) },
 		OnBlob: func(d ocispec.Descriptor, how graphcopy.How) {
@@ -332,7 +333,8 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 				opts.OnBlob(d, how)
 			}
 		},
-	})
+	}
+	copier := graphcopy.New(repo, copyOpts)
 	pr := &pushedRepo{repo: repo}
 	present := func(child ocispec.Descriptor) bool {
 		ok, err := store.Exists(ctx, child)
@@ -359,15 +361,122 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 		pr.stats = copier.Stats()
 		return pr, err
 	}
+	// Without the referrers API, oras-go would rewrite a subject's tag schema index on
+	// every referrer pushed (quadratic in the referrers of one subject). Attachments
+	// are pushed through a repository that leaves the index alone, and each subject's
+	// index is then written once, merged with what the registry already lists.
+	attCopier := copier
+	if !pr.api {
+		arepo, err := opts.Client.Repository(repo.Reference)
+		if err != nil {
+			return pr, err
+		}
+		if err := arepo.SetReferrersCapability(true); err != nil {
+			return pr, err
+		}
+		attCopier = graphcopy.New(arepo, copyOpts)
+	}
 	for _, n := range r.Attachments {
 		e := n.Entry
-		if _, err := copier.Copy(ctx, store, n.Descriptor(), present); err != nil {
-			pr.stats = copier.Stats()
+		if _, err := attCopier.Copy(ctx, store, n.Descriptor(), present); err != nil {
+			pr.stats = sumStats(copier, attCopier)
 			return pr, fmt.Errorf("%s %s of %s: %w", e.Kind, e.Descriptor.Digest, e.Subject, err)
 		}
 	}
-	pr.stats = copier.Stats()
+	pr.stats = sumStats(copier, attCopier)
+	if !pr.api {
+		if err := writeReferrersIndexes(ctx, repo, r); err != nil {
+			return pr, err
+		}
+	}
 	return pr, nil
+}
+
+func sumStats(a, b *graphcopy.Copier) graphcopy.Stats {
+	s := a.Stats()
+	if b != a {
+		addStats(&s, b.Stats())
+	}
+	return s
+}
+
+// writeReferrersIndexes writes, for every subject of r with referrers, its referrers
+// tag schema index (tag sha256-<hex>): the referrers the registry already lists there
+// and the bundle's, once. A replaced index is left untagged (never deleted).
+func writeReferrersIndexes(ctx context.Context, repo *orasremote.Repository, r *referrers.Repo) error {
+	bySubject := map[digest.Digest][]ocispec.Descriptor{}
+	var order []digest.Digest
+	for _, n := range r.Attachments {
+		if n.Entry.Kind != oci.KindReferrer {
+			continue
+		}
+		s := n.Entry.Subject
+		if _, ok := bySubject[s]; !ok {
+			order = append(order, s)
+		}
+		bySubject[s] = append(bySubject[s], referrers.Descriptor(n.Descriptor(), n.Manifest))
+	}
+	for _, s := range order {
+		tag := oci.ReferrersTag(s)
+		list := bySubject[s]
+		old, err := existingReferrers(ctx, repo, tag)
+		if err != nil {
+			return fmt.Errorf("reading the referrers index %s: %w", tag, err)
+		}
+		have := map[digest.Digest]bool{}
+		merged := old
+		for _, d := range old {
+			have[d.Digest] = true
+		}
+		added := false
+		for _, d := range list {
+			if !have[d.Digest] {
+				have[d.Digest] = true
+				merged = append(merged, d)
+				added = true
+			}
+		}
+		if !added {
+			continue
+		}
+		b, err := referrers.Index(merged)
+		if err != nil {
+			return err
+		}
+		desc := oci.DescriptorFor(ocispec.MediaTypeImageIndex, b)
+		if err := repo.PushReference(ctx, desc, bytes.NewReader(b), tag); err != nil {
+			return fmt.Errorf("writing the referrers index %s: %w", tag, err)
+		}
+	}
+	return nil
+}
+
+// existingReferrers reads the referrers tag schema index at tag, if any (bounded,
+// verified).
+func existingReferrers(ctx context.Context, repo *orasremote.Repository, tag string) ([]ocispec.Descriptor, error) {
+	desc, err := repo.Resolve(ctx, tag)
+	if errors.Is(err, errdef.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if desc.MediaType != ocispec.MediaTypeImageIndex {
+		return nil, fmt.Errorf("%w: %s is a %s, not an index", oci.ErrInvalid, tag, desc.MediaType)
+	}
+	rc, err := repo.Fetch(ctx, desc)
+	if err != nil {
+		return nil, err
+	}
+	b, err := oci.ReadAllVerified(rc, desc, oci.MaxManifestBytes)
+	if err != nil {
+		return nil, err
+	}
+	m, err := oci.ParseManifest(desc, b)
+	if err != nil {
+		return nil, err
+	}
+	return m.Manifests, nil
 }
 
 // leftOut counts the index children of an image's tree that the bundle does not carry.
