@@ -20,6 +20,8 @@ DISTRIBUTION_VERSION=v3.1.2
 # internal/sbom and internal/scan). Keep them in step with go.mod.
 SYFT_VERSION=v1.57.1
 GRYPE_VERSION=v0.121.3
+# gator: Gatekeeper's CLI, runs the gator verify suites of internal/admission.
+GATOR_VERSION=v3.23.1
 
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 
@@ -106,6 +108,7 @@ main() {
 	spawn cosign3  cosign3
 	spawn grype    goinstall grype    github.com/anchore/grype                 github.com/anchore/grype/cmd/grype                   "$GRYPE_VERSION"
 	spawn syft     goinstall syft     github.com/anchore/syft                  github.com/anchore/syft/cmd/syft                     "$SYFT_VERSION"
+	spawn gator    goinstall gator    github.com/open-policy-agent/gatekeeper/v3 github.com/open-policy-agent/gatekeeper/v3/cmd/gator "$GATOR_VERSION"
 	spawn registry goinstall registry github.com/distribution/distribution/v3  github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION"
 	spawn olareg   olareg
 	spawn regctl   goinstall regctl   github.com/regclient/regclient           github.com/regclient/regclient/cmd/regctl            "$REGCTL_VERSION"

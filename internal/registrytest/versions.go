@@ -34,6 +34,13 @@ const (
 	Cosign3Version = "v3.1.3"
 )
 
+// Gatekeeper's CLI, gator, that runs the internal/admission suites, as
+// scripts/install-tools.sh pins it (GATOR_VERSION).
+const (
+	GatorModule  = "github.com/open-policy-agent/gatekeeper/v3"
+	GatorVersion = "v3.23.1"
+)
+
 // CheckPinned fails the test unless go.mod requires module at version and
 // scripts/install-tools.sh pins the matching CLI as scriptVar=version: the library and
 // the CLI compared with it must stay in step.
