@@ -212,6 +212,13 @@ func fetch(ctx context.Context, f Fetcher, desc ocispec.Descriptor, limit int64)
 	return oci.ReadAllVerified(rc, desc, limit)
 }
 
+// Target is where evidence is written: the bundle layout (pack) or a destination
+// repository (unpack). PushBytes stores b (a blob or a manifest, by mediaType) and
+// returns its descriptor; content already there is not an error.
+type Target interface {
+	PushBytes(ctx context.Context, mediaType string, b []byte) (ocispec.Descriptor, error)
+}
+
 // Attach signs the summary of res and writes it into l for the image root, in the
 // form FormFor decides from atts (everything attached to the image, as packed). It
 // returns the image's attachments with the summary: atts plus a Sigstore bundle
@@ -229,50 +236,70 @@ func Attach(ctx context.Context, l *layout.Layout, repository string, root ocisp
 	if err != nil {
 		return nil, "", err
 	}
-	envelope, bundle, err := signing.SignDSSE(ctx, opts.Signer, "application/vnd.in-toto+json", stmt)
+	added, replaced, err := AttachStatement(ctx, l, l, root, form, PredicateVSA, stmt, opts.Signer, atts)
 	if err != nil {
 		return nil, "", err
 	}
-	out := atts[:len(atts):len(atts)]
+	out := atts[:0:0]
+	for i := range atts {
+		if replaced == &atts[i] {
+			continue // the first .att of root, now with the summary
+		}
+		out = append(out, atts[i])
+	}
+	return append(out, added), form, nil
+}
+
+// AttachStatement signs the in-toto statement stmt (of predicateType) with signer as
+// DSSE and writes it into t as an attachment of root in form: a Sigstore bundle v0.3
+// referrer (FormSigstoreBundle), or a cosign .att manifest holding the layers of
+// root's current .att (the first KindCosignAtt of atts with subject root, read
+// through from; unchanged, in order) plus the envelope (FormCosignAtt). It returns
+// the new attachment and, for the .att form, the .att it replaces (nil when root
+// had none).
+func AttachStatement(ctx context.Context, t Target, from Fetcher, root ocispec.Descriptor, form Form, predicateType string, stmt []byte, signer signing.Signer, atts []referrers.Attachment) (referrers.Attachment, *referrers.Attachment, error) {
+	if signer == nil {
+		return referrers.Attachment{}, nil, fmt.Errorf("%w: no signing key for the statement", oci.ErrInvalid)
+	}
+	envelope, bundle, err := signing.SignDSSE(ctx, signer, payloadTypeInToto, stmt)
+	if err != nil {
+		return referrers.Attachment{}, nil, err
+	}
 	switch form {
 	case FormSigstoreBundle:
-		ref, err := pushBundleReferrer(ctx, l, root, bundle)
-		if err != nil {
-			return nil, "", err
-		}
-		return append(out, ref), form, nil
-	default:
+		ref, err := pushBundleReferrer(ctx, t, root, predicateType, bundle)
+		return ref, nil, err
+	case FormCosignAtt:
 		var att *referrers.Attachment
-		rest := atts[:0:0]
 		for i := range atts {
-			if atts[i].Kind == oci.KindCosignAtt && atts[i].Subject == root.Digest && att == nil {
+			if atts[i].Kind == oci.KindCosignAtt && atts[i].Subject == root.Digest {
 				att = &atts[i]
-				continue
+				break
 			}
-			rest = append(rest, atts[i])
 		}
-		a, err := pushAtt(ctx, l, root, att, envelope)
-		if err != nil {
-			return nil, "", err
-		}
-		return append(rest, a), form, nil
+		a, err := pushAtt(ctx, t, from, root, att, predicateType, envelope)
+		return a, att, err
 	}
+	return referrers.Attachment{}, nil, fmt.Errorf("%w: unknown evidence form %q", oci.ErrInvalid, form)
 }
+
+// payloadTypeInToto is the DSSE payload type of an in-toto statement.
+const payloadTypeInToto = "application/vnd.in-toto+json"
 
 // pushBundleReferrer writes bundle (a Sigstore bundle v0.3 with the DSSE envelope)
 // as an OCI referrer of root, the way cosign v3 writes attestations.
-func pushBundleReferrer(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, bundle []byte) (referrers.Attachment, error) {
+func pushBundleReferrer(ctx context.Context, t Target, root ocispec.Descriptor, predicateType string, bundle []byte) (referrers.Attachment, error) {
 	subject := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
-	empty, err := l.PushBytes(ctx, ocispec.MediaTypeEmptyJSON, []byte("{}"))
+	empty, err := t.PushBytes(ctx, ocispec.MediaTypeEmptyJSON, []byte("{}"))
 	if err != nil {
 		return referrers.Attachment{}, err
 	}
-	bundleLayer, err := l.PushBytes(ctx, oci.MediaTypeSigstoreBundle03, bundle)
+	bundleLayer, err := t.PushBytes(ctx, oci.MediaTypeSigstoreBundle03, bundle)
 	if err != nil {
 		return referrers.Attachment{}, err
 	}
-	ann := map[string]string{annotationBundleContent: "dsse-envelope", annotationBundlePredicateType: PredicateVSA}
-	refDesc, err := pushManifest(ctx, l, ocispec.Manifest{
+	ann := map[string]string{annotationBundleContent: "dsse-envelope", annotationBundlePredicateType: predicateType}
+	refDesc, err := pushManifest(ctx, t, ocispec.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
 		ArtifactType: oci.MediaTypeSigstoreBundle03, Config: empty, Layers: []ocispec.Descriptor{bundleLayer},
 		Subject: &subject, Annotations: ann,
@@ -285,25 +312,26 @@ func pushBundleReferrer(ctx context.Context, l *layout.Layout, root ocispec.Desc
 }
 
 // pushAtt writes the cosign .att manifest of root: the layers of att (the image's
-// existing .att manifest, nil when it has none) plus the summary envelope.
-func pushAtt(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, att *referrers.Attachment, envelope []byte) (referrers.Attachment, error) {
+// existing .att manifest, read through from; nil when it has none) plus the envelope.
+func pushAtt(ctx context.Context, t Target, from Fetcher, root ocispec.Descriptor, att *referrers.Attachment, predicateType string, envelope []byte) (referrers.Attachment, error) {
 	var layers []ocispec.Descriptor
 	if att != nil {
-		b, err := l.FetchManifest(ctx, ocispec.Descriptor{MediaType: att.Descriptor.MediaType, Digest: att.Descriptor.Digest, Size: att.Descriptor.Size})
+		desc := ocispec.Descriptor{MediaType: att.Descriptor.MediaType, Digest: att.Descriptor.Digest, Size: att.Descriptor.Size}
+		b, err := fetch(ctx, from, desc, oci.MaxManifestBytes)
 		if err != nil {
 			return referrers.Attachment{}, fmt.Errorf("reading the .att manifest of %s: %w", root.Digest, err)
 		}
-		m, err := oci.ParseManifest(att.Descriptor, b)
+		m, err := oci.ParseManifest(desc, b)
 		if err != nil {
 			return referrers.Attachment{}, err
 		}
 		layers = append(layers, m.Layers...)
 	}
-	envLayer, err := l.PushBytes(ctx, oci.MediaTypeDSSEEnvelope, envelope)
+	envLayer, err := t.PushBytes(ctx, oci.MediaTypeDSSEEnvelope, envelope)
 	if err != nil {
 		return referrers.Attachment{}, err
 	}
-	envLayer.Annotations = map[string]string{oci.AnnotationCosignPredicate: PredicateVSA, oci.AnnotationCosignSignature: ""}
+	envLayer.Annotations = map[string]string{oci.AnnotationCosignPredicate: predicateType, oci.AnnotationCosignSignature: ""}
 	layers = append(layers, envLayer)
 	diffIDs := make([]digest.Digest, len(layers))
 	for i, d := range layers {
@@ -313,11 +341,11 @@ func pushAtt(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, att
 	if err != nil {
 		return referrers.Attachment{}, err
 	}
-	cfgDesc, err := l.PushBytes(ctx, ocispec.MediaTypeImageConfig, cfg)
+	cfgDesc, err := t.PushBytes(ctx, ocispec.MediaTypeImageConfig, cfg)
 	if err != nil {
 		return referrers.Attachment{}, err
 	}
-	attDesc, err := pushManifest(ctx, l, ocispec.Manifest{
+	attDesc, err := pushManifest(ctx, t, ocispec.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
 		Config: cfgDesc, Layers: layers,
 	})
@@ -327,10 +355,10 @@ func pushAtt(ctx context.Context, l *layout.Layout, root ocispec.Descriptor, att
 	return referrers.Attachment{Subject: root.Digest, Descriptor: attDesc, Kind: oci.KindCosignAtt, Tag: oci.CosignTag(root.Digest, ".att")}, nil
 }
 
-func pushManifest(ctx context.Context, l *layout.Layout, m ocispec.Manifest) (ocispec.Descriptor, error) {
+func pushManifest(ctx context.Context, t Target, m ocispec.Manifest) (ocispec.Descriptor, error) {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("encoding manifest: %w", err)
 	}
-	return l.PushBytes(ctx, ocispec.MediaTypeImageManifest, b)
+	return t.PushBytes(ctx, ocispec.MediaTypeImageManifest, b)
 }
