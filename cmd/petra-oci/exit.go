@@ -7,6 +7,7 @@ import (
 
 	"github.com/petra-oci/petra-oci/internal/analyze/job"
 	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/replay"
@@ -40,6 +41,7 @@ const (
 	exitTrust       = 31  // the bundle carries trust material other than the pinned one
 	exitSource      = 32  // a source outside the policy's allow-list
 	exitPolicy      = 33  // the policy file is invalid, or no rule matches
+	exitNoEvidence  = 34  // --require-evidence: an image without a valid pack-side verification summary
 	exitVulns       = 40  // vulnerabilities over the thresholds
 	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
@@ -48,6 +50,8 @@ var exitCodes = []struct {
 	err  error
 	code int
 }{
+	// first: the refusal names why each summary failed, whatever it wraps
+	{evidence.ErrNoEvidence, exitNoEvidence},
 	{signing.ErrInvalidOptions, exitUsage},
 	{bundle.ErrUnsigned, exitUnsigned},
 	{bundle.ErrSignature, exitSignature},

@@ -5,6 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/internal/unpack"
 )
 
@@ -12,7 +13,7 @@ import (
 var verificationFlag = map[string]bool{
 	"key": true, "certificate-identity": true, "certificate-identity-regexp": true, "certificate-oidc-issuer": true,
 	"certificate-oidc-issuer-regexp": true, "trusted-root": true, "policy": true, "image-key": true, "source": true,
-	"state": true, "allow-replay": true, "allow-rollback": true,
+	"state": true, "allow-replay": true, "allow-rollback": true, "require-evidence": true, "attest-key": true,
 }
 
 func unpackCommand() *cli.Command {
@@ -41,12 +42,26 @@ the same state run one after the other. Once the content is pushed, the bundle a
 tag it sets are recorded, then the tags move. A tag is never moved back to content from
 a bundle older than the one that last set it, of this series or another (exit 15),
 unless --allow-rollback. SIGINT or SIGTERM stops a run at any point with exit 130; tags
-move last, so an interrupted run leaves no tag on incomplete content.`,
+move last, so an interrupted run leaves no tag on incomplete content.
+
+--require-evidence refuses the bundle before anything is pushed (exit 34) unless every
+image carries pack's verification summary signed with the key that verified the bundle
+(--key), naming the image's digest, PASSED and, with --policy or --image-key, the pinned
+policy's digest. --attest-key (a key of this side: cosign key file with
+$COSIGN_PASSWORD, or KMS reference) signs an import record per image once its content is
+pushed and before any tag moves: a SLSA verification summary "verified at import"
+(bundle id and sequence, metadata digest, the summary checked, the pinned policy),
+attached in the form the image's signatures call for, as pack attaches its summary (see
+docs/evidence.md). Check it with:
+  cosign verify-attestation --key attest.pub --insecure-ignore-tlog \
+    --type https://slsa.dev/verification_summary/v1 IMAGE@DIGEST`,
 		Flags: append(append(append([]cli.Flag{
 			&cli.StringFlag{Name: "to", Usage: "destination `HOST[:PORT][/PREFIX]`"},
 			outputFlag(),
 			&cli.BoolFlag{Name: "unsafe-skip-verify", Usage: "UNSAFE: push without verifying the bundle's signature, files and images (refuses verification flags given with it)"},
 			&cli.BoolFlag{Name: "allow-rollback", Usage: "let a tag move back to content from an older bundle (of any series) than the one that last set it"},
+			&cli.BoolFlag{Name: "require-evidence", Usage: "refuse the bundle, before pushing, unless every image carries pack's verification summary signed with the bundle key (--key), about its digest, PASSED, naming the pinned policy"},
+			&cli.StringFlag{Name: "attest-key", Usage: "sign an import record for every image with this cosign private key `FILE` (password from $COSIGN_PASSWORD) or KMS reference (hashivault://, awskms://, gcpkms://, azurekms://), attached at the destination"},
 		}, verifyFlags()...), replayFlags()...), registryFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -67,6 +82,7 @@ move last, so an interrupted run leaves no tag on incomplete content.`,
 				Dir: c.Args().First(), To: c.String("to"), Client: client,
 				Concurrency: c.Int("concurrency"), Log: logger(c),
 				UnsafeSkipVerify: c.Bool("unsafe-skip-verify"),
+				RequireEvidence:  c.Bool("require-evidence"), Version: version,
 			}
 			if opts.UnsafeSkipVerify {
 				for _, f := range c.Command.Flags {
@@ -80,6 +96,11 @@ move last, so an interrupted run leaves no tag on incomplete content.`,
 				if opts.Verify, err = bundleVerifyOptions(c); err != nil {
 					return err
 				}
+				if ref := c.String("attest-key"); ref != "" {
+					if opts.AttestSigner, err = signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv); err != nil {
+						return fmt.Errorf("--attest-key: %w", err)
+					}
+				}
 			}
 			prog := newProgress(c.App.ErrWriter)
 			opts.OnBlob = prog.onBlob()
@@ -89,6 +110,13 @@ move last, so an interrupted run leaves no tag on incomplete content.`,
 				if rerr := render(c, asJSON, res, func() {
 					for _, m := range res.Images {
 						fmt.Fprintf(c.App.Writer, "%s -> %s\t%s\t%d attachments\n", m.Source, m.Destination, m.Digest, m.Attachments)
+					}
+					for _, r := range res.ImportRecords {
+						where := r.Tag
+						if where == "" {
+							where = "referrer " + r.Manifest.String()
+						}
+						fmt.Fprintf(c.App.ErrWriter, "import record: %s (%s, %s)\n", r.Image, r.Form, where)
 					}
 					for _, r := range res.Repositories {
 						mode := "referrers tag schema"

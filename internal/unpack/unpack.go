@@ -16,9 +16,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -27,9 +30,11 @@ import (
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
 	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/graphcopy"
 	"github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/internal/replay"
+	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
 	"github.com/petra-oci/petra-oci/referrers"
@@ -60,8 +65,28 @@ type Options struct {
 	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
 	// UnsafeSkipVerify pushes an unverified bundle (with Verify nil; both is an
 	// error). Never the default; the command that sets it says so loudly. The graph
-	// rules (names, orphans, kinds) still apply.
+	// rules (names, orphans, kinds) still apply. It cannot be combined with
+	// RequireEvidence or AttestSigner.
 	UnsafeSkipVerify bool
+	// RequireEvidence refuses the bundle, before anything is pushed, unless every
+	// image carries a pack-side verification summary that verifies with the key or
+	// identity that verified the bundle (Verify.Signature), names the image's digest
+	// as its subject, says PASSED and, when a policy is pinned (Verify.Images), names
+	// that policy's digest (evidence.CheckSummary). The error wraps
+	// evidence.ErrNoEvidence and names every image refused.
+	RequireEvidence bool
+	// AttestSigner, when set (a key of the disconnected side: file or KMS), signs an
+	// import record for every image once its content is pushed and before any tag
+	// moves: an in-toto statement "verified at import" (evidence.ImportStatement:
+	// the bundle id, sequence and metadata digest, the pack-side summary checked, the
+	// pinned policy, PASSED, subject the image in its destination repository),
+	// attached at the destination in the form the image's signatures there call for
+	// (evidence.FormFor): a layer added to its cosign .att, whose tag then moves with
+	// the other tags and is recorded in the replay state, or a Sigstore bundle
+	// referrer. nil writes none.
+	AttestSigner signing.Signer
+	// Version of petra-oci, recorded in the import records' verifier id.
+	Version string
 }
 
 // Mapping says where one image went.
@@ -80,13 +105,43 @@ type Repository struct {
 	ReferrersAPI bool `json:"referrersAPI"`
 }
 
+// Evidence is the pack-side verification summary checked for one image.
+type Evidence struct {
+	// Image is the source image, host/path@digest.
+	Image string `json:"image"`
+	// Summary is the summary that verified (nil when none did).
+	Summary *evidence.Summary `json:"summary,omitempty"`
+	// Refusal says why no summary verified (only without RequireEvidence, which
+	// refuses the bundle instead).
+	Refusal string `json:"refusal,omitempty"`
+}
+
+// ImportRecord is an import record unpack attached at the destination.
+type ImportRecord struct {
+	// Image is the image at the destination, host/path@digest.
+	Image string        `json:"image"`
+	Form  evidence.Form `json:"form"`
+	// Manifest holds the record: the image's new cosign .att, moved to Tag, or a
+	// Sigstore bundle referrer of the image.
+	Manifest digest.Digest `json:"manifest"`
+	Tag      string        `json:"tag,omitempty"`
+	// Statement is the digest of the signed statement; Summary that of the pack-side
+	// summary's statement it names, if any.
+	Statement digest.Digest `json:"statement"`
+	Summary   digest.Digest `json:"summary,omitempty"`
+}
+
 // Result is what Unpack did.
 type Result struct {
 	// Verification is what was proved before the first push (nil when skipped).
-	Verification *bundle.Report  `json:"verification,omitempty"`
-	Images       []Mapping       `json:"images"`
-	Repositories []Repository    `json:"repositories"`
-	Stats        graphcopy.Stats `json:"stats"`
+	Verification *bundle.Report `json:"verification,omitempty"`
+	// Evidence is the pack-side summary checked per image (RequireEvidence or
+	// AttestSigner).
+	Evidence      []Evidence      `json:"evidence,omitempty"`
+	Images        []Mapping       `json:"images"`
+	Repositories  []Repository    `json:"repositories"`
+	ImportRecords []ImportRecord  `json:"importRecords,omitempty"`
+	Stats         graphcopy.Stats `json:"stats"`
 }
 
 // Destination returns the destination repository for a source repository: the
@@ -164,6 +219,9 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		if opts.Verify != nil {
 			return nil, fmt.Errorf("%w: UnsafeSkipVerify with verification options: give one or the other", oci.ErrInvalid)
 		}
+		if opts.RequireEvidence || opts.AttestSigner != nil {
+			return nil, fmt.Errorf("%w: UnsafeSkipVerify verifies nothing: it cannot require evidence nor sign a record of a verified import", oci.ErrInvalid)
+		}
 		opts.Log.Warn("UNSAFE: pushing a bundle whose signature and files were NOT verified", "dir", opts.Dir)
 		l, entries, err := layout.OpenEntries(opts.Dir)
 		if err != nil {
@@ -203,6 +261,15 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 			"files", rep.Files.Files, "bytes", rep.Files.Bytes)
 		store, g = v.Store, v.Graph
 		current = replay.Bundle{ID: rep.BundleID, Sequence: rep.Sequence, Created: rep.Metadata.Created, Metadata: rep.MetadataDigest}
+	}
+	// the pack-side summaries, checked before anything is pushed
+	var summaries map[imageKey]*evidence.Summary
+	if opts.RequireEvidence || opts.AttestSigner != nil {
+		var err error
+		summaries, res.Evidence, err = checkEvidence(ctx, opts, store, g)
+		if err != nil {
+			return res, fmt.Errorf("bundle %s (nothing was pushed): %w", opts.Dir, err)
+		}
 	}
 
 	// the plan: every repository's destination and every tag that will move
@@ -256,6 +323,23 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		}
 		pushed[i] = pr
 	}
+	// 1b. the import records, by digest; a record in an .att moves that tag
+	extraTags := make([]map[string]taggedManifest, len(plans))
+	if opts.AttestSigner != nil {
+		at := time.Now().UTC()
+		for i, p := range plans {
+			recs, tags, err := writeRecords(ctx, opts, store, pushed[i], p.r, summaries, current, at)
+			res.ImportRecords = append(res.ImportRecords, recs...)
+			if err != nil {
+				return res, fmt.Errorf("import records in %s/%s (no tag was moved): %w", p.ref.Registry, p.ref.Repository, err)
+			}
+			extraTags[i] = tags
+			dest := p.ref.Registry + "/" + p.ref.Repository
+			for _, tag := range slices.Sorted(maps.Keys(tags)) {
+				moves = setMove(moves, replay.TagMove{Ref: dest + ":" + tag, Digest: tags[tag].desc.Digest})
+			}
+		}
+	}
 	// 2. the bundle and the tags it sets are recorded before any tag moves
 	if held != nil {
 		if err := held.Record(current, moves); err != nil {
@@ -264,8 +348,8 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 	}
 	// 3. tags: cosign tags, then the image tags last
 	for i, p := range plans {
-		maps, err := pushTags(ctx, opts, store, pushed[i].repo, p.r)
-		res.Images = append(res.Images, maps...)
+		mapped, err := pushTags(ctx, opts, store, pushed[i].repo, p.r, extraTags[i])
+		res.Images = append(res.Images, mapped...)
 		if err != nil {
 			return res, fmt.Errorf("tagging in %s/%s: %w", p.ref.Registry, p.ref.Repository, err)
 		}
@@ -417,36 +501,45 @@ func writeReferrersIndexes(ctx context.Context, repo *orasremote.Repository, r *
 		bySubject[s] = append(bySubject[s], referrers.Descriptor(n.Descriptor(), n.Manifest))
 	}
 	for _, s := range order {
-		tag := oci.ReferrersTag(s)
-		list := bySubject[s]
-		old, err := existingReferrers(ctx, repo, tag)
-		if err != nil {
-			return fmt.Errorf("reading the referrers index %s: %w", tag, err)
-		}
-		have := map[digest.Digest]bool{}
-		merged := old
-		for _, d := range old {
-			have[d.Digest] = true
-		}
-		added := false
-		for _, d := range list {
-			if !have[d.Digest] {
-				have[d.Digest] = true
-				merged = append(merged, d)
-				added = true
-			}
-		}
-		if !added {
-			continue
-		}
-		b, err := referrers.Index(merged)
-		if err != nil {
+		if err := mergeReferrersIndex(ctx, repo, s, bySubject[s]); err != nil {
 			return err
 		}
-		desc := oci.DescriptorFor(ocispec.MediaTypeImageIndex, b)
-		if err := repo.PushReference(ctx, desc, bytes.NewReader(b), tag); err != nil {
-			return fmt.Errorf("writing the referrers index %s: %w", tag, err)
+	}
+	return nil
+}
+
+// mergeReferrersIndex adds list to the referrers tag schema index of subject (tag
+// sha256-<hex>), keeping what the registry already lists there; it writes nothing
+// when every referrer is listed already.
+func mergeReferrersIndex(ctx context.Context, repo *orasremote.Repository, subject digest.Digest, list []ocispec.Descriptor) error {
+	tag := oci.ReferrersTag(subject)
+	old, err := existingReferrers(ctx, repo, tag)
+	if err != nil {
+		return fmt.Errorf("reading the referrers index %s: %w", tag, err)
+	}
+	have := map[digest.Digest]bool{}
+	merged := old
+	for _, d := range old {
+		have[d.Digest] = true
+	}
+	added := false
+	for _, d := range list {
+		if !have[d.Digest] {
+			have[d.Digest] = true
+			merged = append(merged, d)
+			added = true
 		}
+	}
+	if !added {
+		return nil
+	}
+	b, err := referrers.Index(merged)
+	if err != nil {
+		return err
+	}
+	desc := oci.DescriptorFor(ocispec.MediaTypeImageIndex, b)
+	if err := repo.PushReference(ctx, desc, bytes.NewReader(b), tag); err != nil {
+		return fmt.Errorf("writing the referrers index %s: %w", tag, err)
 	}
 	return nil
 }
@@ -491,15 +584,35 @@ func leftOut(img *referrers.Image) int {
 }
 
 // pushTags moves one repository's tags: the cosign tags, subjects first, then the image
-// tags, so no image tag points at content whose signatures are not all there.
-func pushTags(ctx context.Context, opts Options, store referrers.Store, repo *orasremote.Repository, r *referrers.Repo) ([]Mapping, error) {
+// tags, so no image tag points at content whose signatures are not all there. A tag
+// of extra (an .att holding an import record) is set to that manifest instead of the
+// bundle's, or added with the cosign tags when the bundle has none.
+func pushTags(ctx context.Context, opts Options, store referrers.Store, repo *orasremote.Repository, r *referrers.Repo, extra map[string]taggedManifest) ([]Mapping, error) {
 	dest := repo.Reference.Registry + "/" + repo.Reference.Repository
+	done := map[string]bool{}
 	for _, n := range r.Attachments {
-		if n.Entry.Tag == "" {
+		t := n.Entry.Tag
+		if t == "" {
 			continue
 		}
-		if err := tag(ctx, store, repo, n.Descriptor(), n.Entry.Tag); err != nil {
+		if tm, ok := extra[t]; ok {
+			done[t] = true
+			if err := repo.PushReference(ctx, tm.desc, bytes.NewReader(tm.b), t); err != nil {
+				return nil, fmt.Errorf("tagging %s as %s: %w", tm.desc.Digest, t, err)
+			}
+			continue
+		}
+		if err := tag(ctx, store, repo, n.Descriptor(), t); err != nil {
 			return nil, err
+		}
+	}
+	for _, t := range slices.Sorted(maps.Keys(extra)) {
+		if done[t] {
+			continue
+		}
+		tm := extra[t]
+		if err := repo.PushReference(ctx, tm.desc, bytes.NewReader(tm.b), t); err != nil {
+			return nil, fmt.Errorf("tagging %s as %s: %w", tm.desc.Digest, t, err)
 		}
 	}
 	var maps []Mapping
