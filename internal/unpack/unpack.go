@@ -7,7 +7,10 @@
 // is about to set in the replay state, and only then moves tags: cosign tags, and the
 // image tags last, so no tag ever points at content that is not all there. Blobs the
 // registry already has are skipped; blobs pushed to another repository of the same
-// registry are mounted instead of uploaded again.
+// registry are mounted instead of uploaded again. With RequireEvidence, every image's
+// pack-side verification summary is checked before the first push; with AttestSigner,
+// an import record per image is pushed by digest after the content, and the tag it
+// moves (the image's .att) is recorded with the others (docs/evidence.md).
 package unpack
 
 import (
