@@ -34,6 +34,13 @@ func parseRegistry(registry string) (internalRegistry, error) {
 	return internalRegistry{Base: base, Prefix: base + "/"}, nil
 }
 
+// CheckRegistry checks --registry (HOST[:PORT][/PREFIX]) as Generate does, so that a
+// caller can refuse it before any other work.
+func CheckRegistry(registry string) error {
+	_, err := parseRegistry(registry)
+	return err
+}
+
 // destination returns where unpack puts a source repository (host/path).
 func (r internalRegistry) destination(sourceRepository string) (string, error) {
 	ref, err := unpack.Destination(r.Base, sourceRepository)
