@@ -442,8 +442,8 @@ func (g *generator) checkOverlaps(p *policy.Policy, cips []cip) error {
 // the internal registry prefix: an image that was not in a signed bundle carries none.
 // policy-controller checks that the statement's subject digest is the admitted image's
 // before the policy runs (cosign's IntotoSubjectClaimVerifier); the policy requires
-// that it is the only subject, that the result is PASSED and, for the pack-side
-// summary, that the verifier is petra-oci and the policy the pinned one.
+// that it is the only subject, that the result is PASSED, that the verifier is petra-oci's
+// pack (packSide) or unpack (the import record), and that the policy is the pinned one.
 func (g *generator) summaryCIP(name, key string, packSide bool) cip {
 	globs := []string{g.reg.Base + "/**"}
 	var what string

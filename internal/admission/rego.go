@@ -83,8 +83,17 @@ func ruleRego(i int, r *policy.ImageRule, sigNames []string, attNames, violation
 }
 
 // summaryRego is the policy on petra's verification summary (packSide) or on the
-// import record of the disconnected side.
+// import record of the disconnected side (evidence.ImportStatement): each names its own
+// verifier, so neither passes for the other.
 func (g *generator) summaryRego(packSide bool) string {
+	verifier := evidence.VerifierID
+	checkPolicy := g.policyDigest != ""
+	if !packSide {
+		verifier = evidence.VerifierImportID
+		// unpack records the policy it pinned; without a pinned policy here there is
+		// nothing to compare it with
+		checkPolicy = checkPolicy && g.opts.Policy != nil
+	}
 	var b strings.Builder
 	b.WriteString("package sigstore\n\ndefault isCompliant = false\n\n")
 	b.WriteString("# policy-controller has checked, before this runs, that a subject digest of the\n# statement is the admitted image's (cosign IntotoSubjectClaimVerifier): it must be the only one.\n")
@@ -93,16 +102,12 @@ func (g *generator) summaryRego(packSide bool) string {
 	b.WriteString("\tcount(input.subject) == 1\n")
 	b.WriteString("\tis_string(input.subject[0].digest.sha256)\n")
 	b.WriteString("\tinput.predicate.verificationResult == \"PASSED\"\n")
-	if packSide {
-		b.WriteString("\tpetra_verifier(input.predicate.verifier.id)\n")
-		if g.policyDigest != "" {
-			fmt.Fprintf(&b, "\tinput.predicate.policy.digest.sha256 == %s\n", regoString(g.policyDigest.Encoded()))
-		}
+	b.WriteString("\tverifier(input.predicate.verifier.id)\n")
+	if checkPolicy {
+		fmt.Fprintf(&b, "\tinput.predicate.policy.digest.sha256 == %s\n", regoString(g.policyDigest.Encoded()))
 	}
 	b.WriteString("}\n")
-	if packSide {
-		fmt.Fprintf(&b, "\npetra_verifier(id) {\n\tid == %s\n}\n\npetra_verifier(id) {\n\tstartswith(id, %s)\n}\n",
-			regoString(evidence.VerifierID), regoString(evidence.VerifierID+"@"))
-	}
+	fmt.Fprintf(&b, "\nverifier(id) {\n\tid == %s\n}\n\nverifier(id) {\n\tstartswith(id, %s)\n}\n",
+		regoString(verifier), regoString(verifier+"@"))
 	return b.String()
 }
