@@ -444,6 +444,9 @@ func TestInvalidOptions(t *testing.T) {
 		"registry upper":   func(o *Options) { o.Registry = "reg.internal/Mirror" },
 		"bad trusted root": func(o *Options) { o.TrustedRoot = []byte(`{"mediaType":"something else"}`) },
 		"policy digest":    func(o *Options) { o.PolicyDigest = "sha512:abc" },
+		"no Fulcio": func(o *Options) {
+			o.TrustedRoot = []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			opts := chainguardOptions(t)

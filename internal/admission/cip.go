@@ -212,6 +212,9 @@ func (g *generator) authorityBase(a policy.Authority, haveTrustRoot bool) (autho
 		if !haveTrustRoot {
 			return authority{}, fmt.Errorf("%w: a keyless authority needs the pinned trusted root (--trusted-root), for the TrustRoot it verifies against offline", ErrInvalidOptions)
 		}
+		if g.trust.fulcioURL == "" {
+			return authority{}, fmt.Errorf("%w: a keyless authority needs a certificate authority (Fulcio) with a URI in the trusted root", ErrInvalidOptions)
+		}
 		k := a.Keyless
 		return authority{
 			Keyless: &keylessRef{URL: g.trust.fulcioURL, TrustRootRef: Name, Identities: []identity{{
