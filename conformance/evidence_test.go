@@ -162,22 +162,30 @@ func reason(r result) string {
 	return s
 }
 
-// TestEvidenceVerdicts is the verdict comparison: see the top of this file.
-func TestEvidenceVerdicts(t *testing.T) {
-	t.Parallel()
-	clis := cosignCLIs(t)
+// eachSigning runs fn, in parallel, on both registry kinds for a legacy-signed and a
+// bundle-signed publisher (fixture seeds seed and seed+1).
+func eachSigning(t *testing.T, seed int64, fn func(t *testing.T, k registrytest.Kind, name string, signing fixture.Signing, seed int64)) {
 	for _, k := range []registrytest.Kind{registrytest.Olareg, registrytest.Distribution} {
 		for _, f := range []struct {
 			name    string
 			signing fixture.Signing
 			seed    int64
-		}{{"legacy", fixture.SigningLegacy, 41}, {"bundle", fixture.SigningBundle, 42}} {
+		}{{"legacy", fixture.SigningLegacy, seed}, {"bundle", fixture.SigningBundle, seed + 1}} {
 			t.Run(string(k)+"/"+f.name, func(t *testing.T) {
 				t.Parallel()
-				evidenceVerdicts(t, clis, k, f.name, f.signing, f.seed)
+				fn(t, k, f.name, f.signing, f.seed)
 			})
 		}
 	}
+}
+
+// TestEvidenceVerdicts is the verdict comparison: see the top of this file.
+func TestEvidenceVerdicts(t *testing.T) {
+	t.Parallel()
+	clis := cosignCLIs(t)
+	eachSigning(t, 41, func(t *testing.T, k registrytest.Kind, name string, signing fixture.Signing, seed int64) {
+		evidenceVerdicts(t, clis, k, name, signing, seed)
+	})
 }
 
 func evidenceVerdicts(t *testing.T, clis []cosignCLI, k registrytest.Kind, name string, signing fixture.Signing, seed int64) {

@@ -45,18 +45,9 @@ const exitNoEvidence = 34
 func TestImportRecord(t *testing.T) {
 	t.Parallel()
 	clis := cosignCLIs(t)
-	for _, k := range []registrytest.Kind{registrytest.Olareg, registrytest.Distribution} {
-		for _, f := range []struct {
-			name    string
-			signing fixture.Signing
-			seed    int64
-		}{{"legacy", fixture.SigningLegacy, 51}, {"bundle", fixture.SigningBundle, 52}} {
-			t.Run(string(k)+"/"+f.name, func(t *testing.T) {
-				t.Parallel()
-				importRecord(t, clis, k, f.name, f.signing, f.seed)
-			})
-		}
-	}
+	eachSigning(t, 51, func(t *testing.T, k registrytest.Kind, name string, signing fixture.Signing, seed int64) {
+		importRecord(t, clis, k, name, signing, seed)
+	})
 }
 
 // attestKeys is the disconnected side's key pair for import records.

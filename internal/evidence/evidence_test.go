@@ -28,28 +28,7 @@ func TestStatement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st struct {
-		Type          string `json:"_type"`
-		PredicateType string
-		Subject       []struct {
-			Name   string
-			Digest map[string]string
-		}
-		Predicate struct {
-			Verifier     struct{ ID string }
-			TimeVerified time.Time
-			ResourceURI  string
-			Policy       struct {
-				URI    string
-				Digest map[string]string
-			}
-			InputAttestations []struct {
-				URI    string
-				Digest map[string]string
-			}
-			VerificationResult string
-		}
-	}
+	var st importRecord
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}
