@@ -76,26 +76,9 @@ fails (exit 30).`,
 				return err
 			}
 			defer v.Close()
-			images, err := admission.ImagesFromBundle(c.Context, v)
+			gen, files, err := generateAdmission(c, v, opts, c.String("registry"), attestKey)
 			if err != nil {
 				return err
-			}
-			gen := admission.Options{Registry: c.String("registry"), Images: images, SummaryKey: opts.Signature.PublicKey,
-				BundleID: v.Report.BundleID, Sequence: v.Report.Sequence}
-			if ip := opts.Images; ip != nil {
-				gen.Policy, gen.TrustedRoot = ip.Policy, ip.TrustedRootFile
-			} else {
-				gen.PolicyDigest = admission.PolicyDigestOf(v.Report)
-			}
-			if gen.TrustedRoot == nil && c.String("trusted-root") != "" {
-				if gen.TrustedRoot, err = readLimited(c.String("trusted-root"), 16<<20); err != nil {
-					return err
-				}
-			}
-			gen.AttestKey = attestKey
-			files, err := admission.Generate(c.Context, gen)
-			if err != nil {
-				return admissionExit(err)
 			}
 			out := c.String("out")
 			if err := admission.WriteDir(out, files); err != nil {
@@ -115,13 +98,40 @@ fails (exit 30).`,
 					fmt.Fprintf(c.App.ErrWriter, "note: %s\n", n)
 				}
 				fmt.Fprintf(c.App.ErrWriter, "admission resources for bundle %s sequence %d (%d images) over %s written to %s; apply in order (docs/admission.md)\n",
-					v.Report.BundleID, v.Report.Sequence, len(images), c.String("registry"), out)
+					v.Report.BundleID, v.Report.Sequence, len(gen.Images), c.String("registry"), out)
 			})
 		},
 	}
 }
 
 // admissionResult is what admission prints with --output json.
+// generateAdmission generates the admission resources of the verified bundle v for the
+// internal registry: the flags give the pinned policy and trusted root, opts the
+// bundle key, attestKey (may be nil) the disconnected side's public key.
+func generateAdmission(c *cli.Context, v *bundle.Verified, opts *bundle.VerifyOptions, registry string, attestKey []byte) (admission.Options, *admission.Files, error) {
+	images, err := admission.ImagesFromBundle(c.Context, v)
+	if err != nil {
+		return admission.Options{}, nil, err
+	}
+	gen := admission.Options{Registry: registry, Images: images, SummaryKey: opts.Signature.PublicKey,
+		BundleID: v.Report.BundleID, Sequence: v.Report.Sequence, AttestKey: attestKey}
+	if ip := opts.Images; ip != nil {
+		gen.Policy, gen.TrustedRoot = ip.Policy, ip.TrustedRootFile
+	} else {
+		gen.PolicyDigest = admission.PolicyDigestOf(v.Report)
+	}
+	if gen.TrustedRoot == nil && c.String("trusted-root") != "" {
+		if gen.TrustedRoot, err = readLimited(c.String("trusted-root"), 16<<20); err != nil {
+			return gen, nil, err
+		}
+	}
+	files, err := admission.Generate(c.Context, gen)
+	if err != nil {
+		return gen, nil, admissionExit(err)
+	}
+	return gen, files, nil
+}
+
 type admissionResult struct {
 	Bundle       string           `json:"bundle"`
 	BundleID     string           `json:"bundleID"`

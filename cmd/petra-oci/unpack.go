@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/internal/admission"
+	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/internal/unpack"
 )
@@ -13,7 +16,32 @@ import (
 var verificationFlag = map[string]bool{
 	"key": true, "certificate-identity": true, "certificate-identity-regexp": true, "certificate-oidc-issuer": true,
 	"certificate-oidc-issuer-regexp": true, "trusted-root": true, "policy": true, "image-key": true, "source": true,
-	"state": true, "allow-replay": true, "allow-rollback": true, "require-evidence": true, "attest-key": true,
+	"state": true, "allow-replay": true, "allow-rollback": true, "require-evidence": true, "attest-key": true, "emit-admission": true,
+}
+
+// emitAdmission generates the admission resources for --to from the verified bundle
+// before anything is pushed, and writes them to out once everything is.
+func emitAdmission(c *cli.Context, vopts *bundle.VerifyOptions, attest signing.Signer, out string) func(context.Context, *bundle.Verified) (func(context.Context) error, error) {
+	return func(_ context.Context, v *bundle.Verified) (func(context.Context) error, error) {
+		var attestKey []byte
+		if attest != nil {
+			var err error
+			if attestKey, err = attest.PublicKeyPEM(); err != nil {
+				return nil, err
+			}
+		}
+		gen, files, err := generateAdmission(c, v, vopts, c.String("to"), attestKey)
+		if err != nil {
+			return nil, fmt.Errorf("admission resources: %w", err)
+		}
+		return func(context.Context) error {
+			if err := admission.WriteDir(out, files); err != nil {
+				return admissionExit(err)
+			}
+			fmt.Fprintf(c.App.ErrWriter, "admission resources for %d images over %s written to %s; apply in order (docs/admission.md)\n", len(gen.Images), gen.Registry, out)
+			return nil
+		}, nil
+	}
 }
 
 func unpackCommand() *cli.Command {
@@ -61,6 +89,7 @@ docs/evidence.md). Check it with:
 			&cli.BoolFlag{Name: "unsafe-skip-verify", Usage: "UNSAFE: push without verifying the bundle's signature, files and images (refuses verification flags given with it)"},
 			&cli.BoolFlag{Name: "allow-rollback", Usage: "let a tag move back to content from an older bundle (of any series) than the one that last set it"},
 			&cli.BoolFlag{Name: "require-evidence", Usage: "refuse the bundle, before pushing, unless every image carries pack's verification summary signed with the bundle key (--key), about its digest, PASSED, naming the pinned policy"},
+			&cli.StringFlag{Name: "emit-admission", Usage: "once everything is pushed, write the admission resources for --to to `OUTDIR`, as 'petra-oci admission' does (checked before the first push: a policy they cannot express refuses the bundle)"},
 			&cli.StringFlag{Name: "attest-key", Usage: "sign an import record for every image with this cosign private key `FILE` (password from $COSIGN_PASSWORD) or KMS reference (hashivault://, awskms://, gcpkms://, azurekms://), attached at the destination"},
 		}, verifyFlags()...), replayFlags()...), registryFlags()...),
 		Action: func(c *cli.Context) error {
@@ -100,6 +129,9 @@ docs/evidence.md). Check it with:
 					if opts.AttestSigner, err = signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv); err != nil {
 						return fmt.Errorf("--attest-key: %w", err)
 					}
+				}
+				if out := c.String("emit-admission"); out != "" {
+					opts.Finish = emitAdmission(c, opts.Verify, opts.AttestSigner, out)
 				}
 			}
 			prog := newProgress(c.App.ErrWriter)

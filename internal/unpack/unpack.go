@@ -90,6 +90,11 @@ type Options struct {
 	AttestSigner signing.Signer
 	// Version of petra-oci, recorded in the import records' verifier id.
 	Version string
+	// Finish, when set, is called with the verified bundle before anything is pushed
+	// (its error refuses the bundle, with nothing pushed) and returns what to run
+	// once every tag has moved, while the bundle is still held open (unpack
+	// --emit-admission writes the admission resources so). Not with UnsafeSkipVerify.
+	Finish func(ctx context.Context, v *bundle.Verified) (func(context.Context) error, error)
 }
 
 // Mapping says where one image went.
@@ -216,14 +221,15 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		g       *referrers.Graph
 		held    *replay.Held
 		current replay.Bundle
+		after   func(context.Context) error
 	)
 	switch {
 	case opts.UnsafeSkipVerify:
 		if opts.Verify != nil {
 			return nil, fmt.Errorf("%w: UnsafeSkipVerify with verification options: give one or the other", oci.ErrInvalid)
 		}
-		if opts.RequireEvidence || opts.AttestSigner != nil {
-			return nil, fmt.Errorf("%w: UnsafeSkipVerify verifies nothing: it cannot require evidence nor sign a record of a verified import", oci.ErrInvalid)
+		if opts.RequireEvidence || opts.AttestSigner != nil || opts.Finish != nil {
+			return nil, fmt.Errorf("%w: UnsafeSkipVerify verifies nothing: it cannot require evidence, sign a record of a verified import nor finish on a verified bundle", oci.ErrInvalid)
 		}
 		opts.Log.Warn("UNSAFE: pushing a bundle whose signature and files were NOT verified", "dir", opts.Dir)
 		l, entries, err := layout.OpenEntries(opts.Dir)
@@ -263,6 +269,12 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		opts.Log.Info("bundle verified", "bundleID", rep.BundleID, "sequence", rep.Sequence,
 			"files", rep.Files.Files, "bytes", rep.Files.Bytes)
 		store, g = v.Store, v.Graph
+		if opts.Finish != nil {
+			var err error
+			if after, err = opts.Finish(ctx, v); err != nil {
+				return res, fmt.Errorf("bundle %s (nothing was pushed): %w", opts.Dir, err)
+			}
+		}
 		current = replay.Bundle{ID: rep.BundleID, Sequence: rep.Sequence, Created: rep.Metadata.Created, Metadata: rep.MetadataDigest}
 	}
 	// the pack-side summaries, checked before anything is pushed
@@ -355,6 +367,11 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		res.Images = append(res.Images, mapped...)
 		if err != nil {
 			return res, fmt.Errorf("tagging in %s/%s: %w", p.ref.Registry, p.ref.Repository, err)
+		}
+	}
+	if after != nil {
+		if err := after(ctx); err != nil {
+			return res, fmt.Errorf("after unpacking %s (everything was pushed and tagged): %w", opts.Dir, err)
 		}
 	}
 	return res, nil
