@@ -22,6 +22,9 @@ SYFT_VERSION=v1.57.1
 GRYPE_VERSION=v0.121.3
 # gator: Gatekeeper's CLI, runs the gator verify suites of internal/admission.
 GATOR_VERSION=v3.23.1
+# policy-controller's tester (installed as policy-tester): runs the generated
+# ClusterImagePolicies and TrustRoot against a registry (conformance/admission_test.go).
+POLICY_CONTROLLER_VERSION=v0.13.1
 
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 
@@ -51,6 +54,36 @@ cosign3() {
 	fi
 	mv -f "$tmp/cosign" "$TOOLS_BIN/cosign3"
 	rmdir "$tmp"
+}
+
+# policy-tester: 'go install .../cmd/tester@v0.13.1' is refused (the module has replace
+# directives), so build it as the main module from a writable copy of the downloaded
+# module. A build from a module directory embeds no module version ("(devel)"), so the
+# version is stamped with policy-controller's own ldflag; has_policy_tester reads it
+# back with -version.
+has_policy_tester() {
+	local bin=$TOOLS_BIN/policy-tester
+	[ -x "$bin" ] || return 1
+	"$bin" -version 2>/dev/null | awk -v v="$POLICY_CONTROLLER_VERSION" '$1=="GitVersion:" && $2==v {f=1} END {exit !f}' &&
+		go version -m "$bin" 2>/dev/null | awk '$1=="path" && $2=="github.com/sigstore/policy-controller/cmd/tester" {f=1} END {exit !f}'
+}
+policy_tester() {
+	if has_policy_tester; then log "policy-tester $POLICY_CONTROLLER_VERSION present"; return; fi
+	log "building policy-tester (policy-controller $POLICY_CONTROLLER_VERSION)"
+	local dir tmp
+	dir=$(go mod download -json "github.com/sigstore/policy-controller@$POLICY_CONTROLLER_VERSION" |
+		awk -F'"' '$2=="Dir" {print $4}')
+	[ -n "$dir" ] || { log "policy-controller $POLICY_CONTROLLER_VERSION: no module directory"; return 1; }
+	tmp=$(mktemp -d "$TOOLS_BIN/.policy-tester.XXXXXX")
+	cp -r "$dir" "$tmp/src"
+	chmod -R u+w "$tmp/src"
+	if ! (cd "$tmp/src" && go build -o "$tmp/policy-tester" \
+		-ldflags "-X sigs.k8s.io/release-utils/version.gitVersion=$POLICY_CONTROLLER_VERSION" ./cmd/tester); then
+		rm -rf "$tmp"
+		return 1
+	fi
+	mv -f "$tmp/policy-tester" "$TOOLS_BIN/policy-tester"
+	rm -rf "$tmp"
 }
 
 # olareg: 'go install olareg@v0.2.2' is refused by the proxy, so build it from this module,
@@ -108,6 +141,7 @@ main() {
 	spawn cosign3  cosign3
 	spawn grype    goinstall grype    github.com/anchore/grype                 github.com/anchore/grype/cmd/grype                   "$GRYPE_VERSION"
 	spawn syft     goinstall syft     github.com/anchore/syft                  github.com/anchore/syft/cmd/syft                     "$SYFT_VERSION"
+	spawn policy-tester policy_tester
 	spawn gator    goinstall gator    github.com/open-policy-agent/gatekeeper/v3 github.com/open-policy-agent/gatekeeper/v3/cmd/gator "$GATOR_VERSION"
 	spawn registry goinstall registry github.com/distribution/distribution/v3  github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION"
 	spawn olareg   olareg

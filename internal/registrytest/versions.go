@@ -72,3 +72,13 @@ func CheckScriptPin(t testing.TB, scriptVar, version string) {
 		t.Errorf("scripts/install-tools.sh does not pin %s=%s", scriptVar, version)
 	}
 }
+
+// policy-controller's tester, installed as policy-tester, that runs the generated
+// ClusterImagePolicies and TrustRoot against a registry, as scripts/install-tools.sh
+// pins it (POLICY_CONTROLLER_VERSION). It is built from the module's directory, so
+// `go version -m` shows no module version; the version is stamped with
+// policy-controller's own ldflag and read back with `policy-tester -version`.
+const (
+	PolicyTesterPackage = "github.com/sigstore/policy-controller/cmd/tester"
+	PolicyTesterVersion = "v0.13.1"
+)
