@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -44,6 +45,25 @@ shows it, unpacks it into the destination and checks every digest. Needs no netw
 				renderImageResults(w, v.ImageResults)
 			}
 			fmt.Fprintf(w, "\nOK: %d manifests at the destination under their source digests\n", res.Verified)
+			if a := res.Admission; a != nil {
+				fmt.Fprintf(w, "\nadmission resources for the destination (apply in this order, docs/admission.md):\n")
+				for _, f := range a.Files {
+					fmt.Fprintf(w, "--- %s (%s)\n%s", f.Name, strings.Join(f.Objects, ", "), f.Data)
+				}
+			}
+			if res.TesterMissing != "" {
+				fmt.Fprintf(w, "\nadmission verdicts: not run: %s\n", res.TesterMissing)
+			}
+			for _, v := range res.Tester {
+				verdict := "REFUSED"
+				if v.Admitted {
+					verdict = "ADMITTED"
+				}
+				fmt.Fprintf(w, "\npolicy-controller tester: %s: %s\n  %s\n", verdict, v.What, v.Image)
+				if v.Output != "" && !v.Admitted {
+					fmt.Fprintf(w, "  %s\n", v.Output)
+				}
+			}
 			return nil
 		},
 	}

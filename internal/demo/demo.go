@@ -21,10 +21,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
+	"github.com/petra-oci/petra-oci/internal/admission"
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/inspect"
@@ -45,6 +48,15 @@ type Options struct {
 	Log *slog.Logger
 }
 
+// admissionParent is where the admission resources go: beside the bundle when it is
+// kept, else in the demo's temporary directory.
+func (o Options) admissionParent(work string) string {
+	if o.Dir != "" {
+		return filepath.Dir(filepath.Clean(o.Dir))
+	}
+	return work
+}
+
 // Result is what the demo did.
 type Result struct {
 	Bundle   string          `json:"bundle"`
@@ -52,6 +64,23 @@ type Result struct {
 	Inspect  *inspect.Report `json:"inspect"`
 	Unpack   *unpack.Result  `json:"unpack"`
 	Verified int             `json:"verified"` // manifests found at the destination under their source digest
+	// Admission is what the cluster is given: the policy-controller and Gatekeeper
+	// resources generated for the destination (unpack's Finish), written to
+	// AdmissionDir.
+	Admission    *admission.Files `json:"admission"`
+	AdmissionDir string           `json:"admissionDir"`
+	// Tester holds policy-controller's tester verdicts, when its binary
+	// (policy-tester, installed by make tools) is found; TesterMissing says why not.
+	Tester        []TesterVerdict `json:"tester,omitempty"`
+	TesterMissing string          `json:"testerMissing,omitempty"`
+}
+
+// TesterVerdict is one run of policy-controller's tester against the destination.
+type TesterVerdict struct {
+	What     string `json:"what"`
+	Image    string `json:"image"`
+	Admitted bool   `json:"admitted"`
+	Output   string `json:"output"`
 }
 
 // Samples are the images the demo seeds: repository path and tag.
@@ -95,7 +124,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	var images []*fixture.Image
 	var specs []pack.ImageSpec
 	for i, s := range Samples {
-		img, err := fixture.Build(ctx, filepath.Join(work, "seed"), srcHost, s.Repo, s.Tag, fixture.Options{Seed: int64(i + 1), Key: imageKey})
+		// signed the legacy way (.sig/.att): what policy-controller v0.13.1 verifies with a key
+		img, err := fixture.Build(ctx, filepath.Join(work, "seed"), srcHost, s.Repo, s.Tag, fixture.Options{Seed: int64(i + 1), Key: imageKey, Signing: fixture.SigningLegacy})
 		if err != nil {
 			return nil, fmt.Errorf("seeding %s: %w", s.Repo, err)
 		}
@@ -141,7 +171,19 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	verify := &bundle.VerifyOptions{Signature: signing.VerifyOptions{PublicKey: pub}, Replay: guard,
 		Images: &bundle.ImagePolicy{Policy: pol, PolicyFile: pol.Bytes()}}
-	if res.Unpack, err = unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dstHost + "/mirror", Client: client, Log: opts.Log, Verify: verify}); err != nil {
+	res.AdmissionDir = filepath.Join(opts.admissionParent(work), "admission")
+	finish := func(ctx context.Context, v *bundle.Verified) (func(context.Context) error, error) {
+		images, err := admission.ImagesFromBundle(ctx, v)
+		if err != nil {
+			return nil, err
+		}
+		if res.Admission, err = admission.Generate(ctx, admission.Options{Registry: dstHost + "/mirror", Images: images,
+			SummaryKey: pub, Policy: pol, BundleID: v.Report.BundleID, Sequence: v.Report.Sequence}); err != nil {
+			return nil, err
+		}
+		return func(context.Context) error { return admission.WriteDir(res.AdmissionDir, res.Admission) }, nil
+	}
+	if res.Unpack, err = unpack.Unpack(ctx, unpack.Options{Dir: dir, To: dstHost + "/mirror", Client: client, Log: opts.Log, Verify: verify, Finish: finish}); err != nil {
 		return res, err
 	}
 
@@ -171,7 +213,53 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			res.Verified++
 		}
 	}
+
+	// admission: the bundled image is admitted; one signed by the same publisher key
+	// but pushed straight into the internal registry, never in a bundle, is not
+	hand, err := fixture.Build(ctx, filepath.Join(work, "seed"), dstHost, "mirror/chainguard/handpushed", "1",
+		fixture.Options{Seed: 99, Key: imageKey, Signing: fixture.SigningLegacy})
+	if err != nil {
+		return res, err
+	}
+	tester, why := findTester()
+	if tester == "" {
+		res.TesterMissing = why
+		return res, nil
+	}
+	bundled, _ := unpack.Destination(dstHost+"/mirror", images[0].Repo)
+	for _, c := range []struct{ what, image string }{
+		{"bundled image", bundled.Registry + "/" + bundled.Repository + "@" + images[0].Index.Digest.String()},
+		{"hand-pushed image, signed by the publisher, never in a bundle", hand.Repo + "@" + hand.Index.Digest.String()},
+	} {
+		out, err := exec.CommandContext(ctx, tester, "-policy", filepath.Join(res.AdmissionDir, "20-clusterimagepolicies.yaml"),
+			"-image", c.image, "-log-level", "error").Output()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			return res, fmt.Errorf("running %s: %w", tester, err)
+		}
+		res.Tester = append(res.Tester, TesterVerdict{What: c.what, Image: c.image, Admitted: err == nil, Output: strings.TrimSpace(string(out))})
+	}
 	return res, nil
+}
+
+// findTester looks for policy-controller's tester (make tools installs it as
+// policy-tester into $(go env GOPATH)/bin).
+func findTester() (string, string) {
+	if p, err := exec.LookPath("policy-tester"); err == nil {
+		return p, ""
+	}
+	gopath := os.Getenv("GOPATH")
+	if gopath == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			gopath = filepath.Join(home, "go")
+		}
+	}
+	if p := filepath.Join(gopath, "bin", "policy-tester"); gopath != "" {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, ""
+		}
+	}
+	return "", "policy-controller's tester (policy-tester) is not installed: `make tools` installs it"
 }
 
 // serve runs h on a free 127.0.0.1 port.
