@@ -16,7 +16,10 @@ func demoCommand() *cli.Command {
 		Description: `Starts two registries on 127.0.0.1 inside this process (the source serves the OCI
 referrers API, the destination does not), seeds them with Chainguard-shaped multi-arch
 images that carry cosign signatures, attestations and referrers, packs them into a bundle,
-shows it, unpacks it into the destination and checks every digest. Needs no network.`,
+shows it, unpacks it into the destination and checks every digest, then prints the
+admission resources generated for the destination and, when policy-controller's tester
+(policy-tester, installed by make tools) is found, its verdicts on a bundled image and on
+one signed by the same publisher but pushed by hand. Needs no network.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "keep the bundle in `DIR` (default: a temporary directory, removed)"},
 			outputFlag(),
