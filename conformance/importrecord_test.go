@@ -418,16 +418,7 @@ func swapBundleSummary(t *testing.T, b *hostileBundle, img *fixture.Image, edit 
 	added, _, err := evidence.AttachStatement(context.Background(), l, l, root, evidence.FormSigstoreBundle, evidence.PredicateVSA, payload, s, nil)
 	must(t, err)
 	must(t, l.Close())
-	if n := b.rewrite(func(e *layout.Entry) bool {
-		if e.Descriptor.Digest == old.Descriptor.Digest {
-			e.Descriptor = added.Descriptor
-		}
-		return true
-	}); n != 1 {
-		t.Fatalf("test bug: %d entries rewritten", n)
-	}
-	// the replaced manifest is left out of the bundle
-	must(t, os.Remove(blobFile(b.dir, old.Descriptor.Digest)))
+	replaceEntry(t, b, old, added)
 }
 
 // swapAttSummary replaces the index's .att in b by one holding the publisher's layers
@@ -460,6 +451,13 @@ func swapAttSummary(t *testing.T, b *hostileBundle, src *registrytest.Registry, 
 	added, _, err := evidence.AttachStatement(context.Background(), l, srcRepo, root, evidence.FormCosignAtt, evidence.PredicateVSA, edit(payload), s, []referrers.Attachment{publisherAtt})
 	must(t, err)
 	must(t, l.Close())
+	replaceEntry(t, b, old, added)
+}
+
+// replaceEntry points b's index.json entry of old at added and removes old's blob from
+// the bundle (the replaced manifest is left out).
+func replaceEntry(t *testing.T, b *hostileBundle, old layout.Entry, added referrers.Attachment) {
+	t.Helper()
 	if n := b.rewrite(func(e *layout.Entry) bool {
 		if e.Descriptor.Digest == old.Descriptor.Digest {
 			e.Descriptor = added.Descriptor
