@@ -15,8 +15,7 @@ import (
 
 	"github.com/petra-oci/petra-oci/internal/analyze"
 	"github.com/petra-oci/petra-oci/internal/analyze/job"
-	"github.com/petra-oci/petra-oci/internal/pack"
-	"github.com/petra-oci/petra-oci/internal/scan"
+	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/layout"
 )
 
@@ -59,11 +58,10 @@ func serve(ctx context.Context, dec *json.Decoder, enc *json.Encoder, l *layout.
 		if err := dec.Decode(&req); err != nil {
 			return nil // the parent closed stdin: done
 		}
-		atts, err := an.Image(ctx, pack.AnalyzeInput{Layout: l, Repository: req.Repository, Tag: req.Tag, Root: req.Root,
-			Children: req.Children, Attachments: req.Attachments, Verification: req.Verification})
+		atts, err := an.Image(ctx, l, req)
 		resp := job.Response{Attachments: atts}
 		if err != nil {
-			resp.Error, resp.Threshold = err.Error(), errors.Is(err, scan.ErrThreshold)
+			resp.Error, resp.Threshold = err.Error(), errors.Is(err, scanreport.ErrThreshold)
 		}
 		if err := enc.Encode(resp); err != nil {
 			return err

@@ -9,7 +9,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/petra-oci/petra-oci/internal/analyze/job"
-	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/referrers"
@@ -33,7 +32,7 @@ func analyzeFlags() []cli.Flag {
 // ask for (flags given explicitly override the policy), and a function that stops the
 // analyzer process; nil when no analysis is asked. The analysis runs in
 // petra-oci-analyze, started on the first image.
-func analyzer(c *cli.Context, pol *policy.Policy, dir string) (func(context.Context, pack.AnalyzeInput) ([]referrers.Attachment, error), func(), error) {
+func analyzer(c *cli.Context, pol *policy.Policy, dir string) (func(context.Context, job.Request) ([]referrers.Attachment, error), func(), error) {
 	var pv *policy.Vulnerabilities
 	if pol != nil {
 		pv = pol.Vulnerabilities
@@ -108,7 +107,7 @@ func analyzer(c *cli.Context, pol *policy.Policy, dir string) (func(context.Cont
 		mu     sync.Mutex
 		client *job.Client
 	)
-	hook := func(ctx context.Context, in pack.AnalyzeInput) ([]referrers.Attachment, error) {
+	hook := func(ctx context.Context, req job.Request) ([]referrers.Attachment, error) {
 		mu.Lock()
 		if client == nil {
 			cl, err := job.Start(ctx, bin, cfg, c.App.ErrWriter)
@@ -119,8 +118,7 @@ func analyzer(c *cli.Context, pol *policy.Policy, dir string) (func(context.Cont
 			client = cl
 		}
 		mu.Unlock()
-		return client.Analyze(job.Request{Repository: in.Repository, Tag: in.Tag, Root: in.Root, Children: in.Children,
-			Attachments: in.Attachments, Verification: in.Verification})
+		return client.Analyze(req)
 	}
 	stop := func() {
 		mu.Lock()

@@ -5,12 +5,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/petra-oci/petra-oci/internal/analyze/job"
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/replay"
+	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -68,7 +68,7 @@ var exitCodes = []struct {
 	{layout.ErrFileMissing, exitFileMissing},
 	{layout.ErrFileExtra, exitFileExtra},
 	{layout.ErrFileChanged, exitFileChanged},
-	{job.ErrThreshold, exitVulns},
+	{scanreport.ErrThreshold, exitVulns},
 	{bundle.ErrTrustMismatch, exitTrust},
 	{policy.ErrSourceNotAllowed, exitSource},
 	{policy.ErrInvalidPolicy, exitPolicy},

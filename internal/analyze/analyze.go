@@ -17,8 +17,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/petra-oci/petra-oci/internal/analyze/job"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
-	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/report/artifact"
 	"github.com/petra-oci/petra-oci/internal/sbom"
 	"github.com/petra-oci/petra-oci/internal/sbom/spdx"
@@ -98,8 +98,8 @@ func (a *Analyzer) Close() error {
 // for that platform (origin "carried"); otherwise one syft generates (origin
 // "generated"). The scan always reads a generated SBOM, which is attached too: a
 // carried SPDX document may lack what grype needs to pick the distribution.
-func (a *Analyzer) Image(ctx context.Context, in pack.AnalyzeInput) ([]referrers.Attachment, error) {
-	l, repository, tag, root := in.Layout, in.Repository, in.Tag, in.Root
+func (a *Analyzer) Image(ctx context.Context, l *layout.Layout, in job.Request) ([]referrers.Attachment, error) {
+	repository, tag, root := in.Repository, in.Tag, in.Root
 	platforms := in.Children
 	if !oci.IsIndex(root.MediaType) {
 		platforms = []ocispec.Descriptor{root}
@@ -113,7 +113,7 @@ func (a *Analyzer) Image(ctx context.Context, in pack.AnalyzeInput) ([]referrers
 	for _, p := range platforms {
 		p := ocispec.Descriptor{MediaType: p.MediaType, Digest: p.Digest, Size: p.Size, Platform: p.Platform}
 		plat := oci.PlatformString(p.Platform)
-		carried, err := carriedSPDX(ctx, in, p.Digest)
+		carried, err := carriedSPDX(ctx, l, in, p.Digest)
 		if err != nil {
 			return nil, err
 		}
@@ -196,7 +196,7 @@ const maxEnvelopeBytes = 64 << 20
 // carriedSPDX returns the SPDX document of a verified https://spdx.dev/Document
 // attestation about subject, re-read from the bundle (a cosign .att layer) and checked
 // against the payload digest the verification recorded; nil when there is none.
-func carriedSPDX(ctx context.Context, in pack.AnalyzeInput, subject digest.Digest) ([]byte, error) {
+func carriedSPDX(ctx context.Context, l *layout.Layout, in job.Request, subject digest.Digest) ([]byte, error) {
 	if in.Verification == nil {
 		return nil, nil
 	}
@@ -213,7 +213,7 @@ func carriedSPDX(ctx context.Context, in pack.AnalyzeInput, subject digest.Diges
 				if a.Descriptor.Digest != at.Manifest && (a.Kind != oci.KindCosignAtt || a.Subject != subject) {
 					continue
 				}
-				b, err := in.Layout.FetchManifest(ctx, ocispec.Descriptor{MediaType: a.Descriptor.MediaType, Digest: a.Descriptor.Digest, Size: a.Descriptor.Size})
+				b, err := l.FetchManifest(ctx, ocispec.Descriptor{MediaType: a.Descriptor.MediaType, Digest: a.Descriptor.Digest, Size: a.Descriptor.Size})
 				if err != nil {
 					return nil, err
 				}
@@ -225,7 +225,7 @@ func carriedSPDX(ctx context.Context, in pack.AnalyzeInput, subject digest.Diges
 					if layer.Digest != at.Layer {
 						continue
 					}
-					rc, err := in.Layout.Fetch(ctx, layer)
+					rc, err := l.Fetch(ctx, layer)
 					if err != nil {
 						return nil, err
 					}

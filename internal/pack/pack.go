@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
+	"github.com/petra-oci/petra-oci/internal/analyze/job"
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/graphcopy"
@@ -63,10 +64,11 @@ type Options struct {
 	// (petra/policy.yaml, petra/trusted_root.json) and their digests recorded in the
 	// signed metadata.
 	PolicyFile, TrustedRootFile []byte
-	// Analyze, when set, runs on every image once it is copied (and verified) and
-	// returns what to attach: SBOMs and scan reports (internal/analyze). An error
-	// (e.g. vulnerabilities over the thresholds) fails the image.
-	Analyze func(ctx context.Context, in AnalyzeInput) ([]referrers.Attachment, error)
+	// Analyze, when set, runs on every image once it is copied (and verified) into
+	// the bundle and returns what to attach: SBOMs and scan reports (internal/analyze,
+	// in the petra-oci-analyze process through internal/analyze/job). An error (e.g.
+	// one wrapping scanreport.ErrThreshold) fails the image.
+	Analyze func(ctx context.Context, req job.Request) ([]referrers.Attachment, error)
 	// OnBlob, when set, is told about every blob once it is in the bundle (progress).
 	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
 	// Evidence writes, for every verified image, a SLSA verification summary signed
@@ -74,20 +76,6 @@ type Options struct {
 	// a Sigstore bundle referrer beside Sigstore bundles, a layer of the cosign .att
 	// manifest otherwise (evidence.FormFor, docs/evidence.md).
 	Evidence bool
-}
-
-// AnalyzeInput is an image handed to Options.Analyze once it is in the bundle.
-type AnalyzeInput struct {
-	Layout          *layout.Layout
-	Repository, Tag string
-	Root            ocispec.Descriptor
-	// Children are the packed platform manifests of an index.
-	Children []ocispec.Descriptor
-	// Attachments are the image's packed attachments.
-	Attachments []referrers.Attachment
-	// Verification is what the policy check proved (nil without a policy): only
-	// attestations it verified may be used.
-	Verification *imageverify.Result
 }
 
 // Image is one packed image.
@@ -384,7 +372,7 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 		for _, n := range nodes[1:] {
 			children = append(children, n.Descriptor)
 		}
-		more, err := opts.Analyze(ctx, AnalyzeInput{Layout: l, Repository: t.ref, Tag: t.tag, Root: rootDesc,
+		more, err := opts.Analyze(ctx, job.Request{Repository: t.ref, Tag: t.tag, Root: rootDesc,
 			Children: children, Attachments: atts, Verification: img.Verification})
 		if err != nil {
 			return nil, nil, err

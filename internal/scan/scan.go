@@ -13,7 +13,6 @@ package scan
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"runtime/debug"
 	"sort"
@@ -50,8 +49,9 @@ type (
 const Scanner = "grype"
 
 // ErrThreshold marks a scan whose verdict is fail (findings over the thresholds in
-// enforce mode). Scan returns the report with it.
-var ErrThreshold = errors.New("vulnerabilities over threshold")
+// enforce mode). Scan returns the report with it. It is scanreport.ErrThreshold, the
+// sentinel the analyzer protocol carries across the process boundary.
+var ErrThreshold = scanreport.ErrThreshold
 
 // Options configure Scan.
 type Options struct {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,9 +28,6 @@ import (
 // Binary is the analyzer's executable name.
 const Binary = "petra-oci-analyze"
 
-// ErrThreshold marks an image refused for vulnerabilities over the thresholds.
-var ErrThreshold = errors.New("vulnerabilities over threshold")
-
 // Config is sent once: how to analyze.
 type Config struct {
 	Dir        string                 `json:"dir"`
@@ -41,21 +39,29 @@ type Config struct {
 	Now        time.Time              `json:"now"`
 }
 
-// Request is one image to analyze.
+// Request is one image to analyze, once it is in the bundle (Config.Dir). It is the
+// one analysis request: pack builds it (pack.Options.Analyze), the client sends it,
+// and internal/analyze reads it on the other side.
 type Request struct {
-	Repository   string                 `json:"repository"`
-	Tag          string                 `json:"tag,omitempty"`
-	Root         ocispec.Descriptor     `json:"root"`
-	Children     []ocispec.Descriptor   `json:"children,omitempty"`
-	Attachments  []referrers.Attachment `json:"attachments,omitempty"`
-	Verification *imageverify.Result    `json:"verification,omitempty"`
+	Repository string             `json:"repository"`
+	Tag        string             `json:"tag,omitempty"`
+	Root       ocispec.Descriptor `json:"root"`
+	// Children are the packed platform manifests of an index.
+	Children []ocispec.Descriptor `json:"children,omitempty"`
+	// Attachments are the image's packed attachments.
+	Attachments []referrers.Attachment `json:"attachments,omitempty"`
+	// Verification is what the policy check proved (nil without a policy): only
+	// attestations it verified may be used.
+	Verification *imageverify.Result `json:"verification,omitempty"`
 }
 
 // Response answers a Request.
 type Response struct {
 	Attachments []referrers.Attachment `json:"attachments,omitempty"`
 	Error       string                 `json:"error,omitempty"`
-	Threshold   bool                   `json:"threshold,omitempty"`
+	// Threshold is set when Error wraps scanreport.ErrThreshold; the client wraps it
+	// again, so errors.Is(err, scanreport.ErrThreshold) holds after the hop.
+	Threshold bool `json:"threshold,omitempty"`
 }
 
 // Find locates petra-oci-analyze: beside the running executable, else on $PATH.
@@ -128,7 +134,7 @@ func (c *Client) Analyze(req Request) ([]referrers.Attachment, error) {
 	}
 	switch {
 	case resp.Threshold:
-		return nil, fmt.Errorf("%w: %s", ErrThreshold, resp.Error)
+		return nil, fmt.Errorf("%w: %s", scanreport.ErrThreshold, strings.TrimPrefix(resp.Error, scanreport.ErrThreshold.Error()+": "))
 	case resp.Error != "":
 		return nil, errors.New(resp.Error)
 	}

@@ -6,6 +6,7 @@ package scanreport
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -53,6 +54,12 @@ const (
 )
 
 // Severities lists the severities from the most to the least severe.
+// ErrThreshold marks an image refused for findings over the thresholds (enforce
+// mode). It is the one sentinel on both sides of the analyzer process boundary:
+// internal/scan returns it, and internal/analyze/job re-wraps it after the hop, so
+// errors.Is holds in petra-oci as in the analyzer.
+var ErrThreshold = errors.New("vulnerabilities over threshold")
+
 var Severities = []Severity{Critical, High, Medium, Low, Negligible, Unknown}
 
 // Rank orders severities: unknown 0, negligible 1 ... critical 5.
