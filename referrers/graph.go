@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/opencontainers/go-digest"
@@ -119,15 +120,15 @@ func AttachmentsOf(nodes []*Node) []*Node {
 	return out
 }
 
-// Grouped returns the repository's attachments by subject digest, as imageverify
-// reads them.
+// Grouped returns the repository's attachments by subject digest (BySubject), as
+// imageverify reads them.
 func (r *Repo) Grouped() map[digest.Digest][]Attachment {
-	m := map[digest.Digest][]Attachment{}
+	atts := make([]Attachment, 0, len(r.Attachments))
 	for _, n := range r.Attachments {
 		e := n.Entry
-		m[e.Subject] = append(m[e.Subject], Attachment{Subject: e.Subject, Descriptor: e.Descriptor, Kind: e.Kind, Tag: e.Tag})
+		atts = append(atts, Attachment{Subject: e.Subject, Descriptor: e.Descriptor, Kind: e.Kind, Tag: e.Tag})
 	}
-	return m
+	return BySubject(atts)
 }
 
 // BuildOptions configure Build. The zero value refuses nothing but what the graph
@@ -461,5 +462,29 @@ func sortedKeys[K ~string, V any](m map[K]V) []K {
 		out = append(out, k)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// ReferrersBySubject returns, for every subject that OCI referrers among entries name,
+// its referrers, each once, in the order the subjects first appear. Tags are unique
+// in a layout, so a subject held by several repositories gets one list, merged.
+func ReferrersBySubject(entries []layout.Entry) []SubjectReferrers {
+	at := map[digest.Digest]int{}
+	var out []SubjectReferrers
+	for _, e := range entries {
+		if e.Kind != oci.KindReferrer {
+			continue
+		}
+		i, ok := at[e.Subject]
+		if !ok {
+			i = len(out)
+			at[e.Subject] = i
+			out = append(out, SubjectReferrers{Subject: e.Subject, Repository: e.Repository})
+		}
+		s := &out[i]
+		if !slices.ContainsFunc(s.Referrers, func(d ocispec.Descriptor) bool { return d.Digest == e.Descriptor.Digest }) {
+			s.Referrers = append(s.Referrers, e.Descriptor)
+		}
+	}
 	return out
 }

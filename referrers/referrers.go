@@ -163,3 +163,78 @@ func Descriptor(desc ocispec.Descriptor, m *oci.Manifest) ocispec.Descriptor {
 		Annotations:  m.Annotations,
 	}
 }
+
+// BySubject groups attachments by the digest of their subject, in their order.
+func BySubject(atts []Attachment) map[digest.Digest][]Attachment {
+	m := map[digest.Digest][]Attachment{}
+	for _, a := range atts {
+		m[a.Subject] = append(m[a.Subject], a)
+	}
+	return m
+}
+
+// CollectOptions configure Collect. The zero value is safe: at most DefaultMaxNodes
+// attachments.
+type CollectOptions struct {
+	// MaxNodes bounds the attachments collected; <= 0 means DefaultMaxNodes.
+	MaxNodes int
+}
+
+// Collect discovers in src everything attached to roots, and to what is attached to
+// that, breadth first, so every subject comes before what is attached to it. It
+// keeps the graph's one cycle rule: each manifest is visited once (an attachment
+// already seen, or one of roots, is recorded but not walked again). visit is called
+// once per attachment, in order, before that attachment's own attachments are
+// discovered (pack copies it there); what it returns is recorded in its place (the
+// referrer descriptor with its manifest's artifactType, say). More than MaxNodes
+// attachments is an error, not a silent cut.
+func Collect(ctx context.Context, src Source, roots []ocispec.Descriptor, opts CollectOptions, visit func(context.Context, Attachment) (Attachment, error)) ([]Attachment, error) {
+	max := opts.MaxNodes
+	if max <= 0 {
+		max = DefaultMaxNodes
+	}
+	seen := map[digest.Digest]bool{}
+	queue := make([]ocispec.Descriptor, 0, len(roots))
+	for _, r := range roots {
+		seen[r.Digest] = true
+		queue = append(queue, r)
+	}
+	var out []Attachment
+	for len(queue) > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		subject := queue[0]
+		queue = queue[1:]
+		atts, err := Discover(ctx, src, subject)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range atts {
+			if len(out) >= max {
+				return nil, fmt.Errorf("%w: more than %d attachments below %s", oci.ErrInvalid, max, roots[0].Digest)
+			}
+			if visit != nil {
+				if a, err = visit(ctx, a); err != nil {
+					return nil, err
+				}
+			}
+			out = append(out, a)
+			if !seen[a.Descriptor.Digest] {
+				seen[a.Descriptor.Digest] = true
+				queue = append(queue, a.Descriptor)
+			}
+		}
+	}
+	return out, nil
+}
+
+// SubjectReferrers are the OCI referrers of one subject, for its referrers tag schema
+// index (Index).
+type SubjectReferrers struct {
+	Subject digest.Digest
+	// Repository is the repository of the first entry naming the subject.
+	Repository string
+	// Referrers are the referrer manifests, each once, in entry order.
+	Referrers []ocispec.Descriptor
+}

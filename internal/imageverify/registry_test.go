@@ -29,7 +29,7 @@ func discover(t *testing.T, repo *remote.Repository, subjects ...ocispec.Descrip
 		}
 		all = append(all, atts...)
 	}
-	return Group(all)
+	return referrers.BySubject(all)
 }
 
 // TestPublicGoodEmptyImage verifies the real public-good attestation that cosign

@@ -77,15 +77,6 @@ func TrustedRootFromJSON(b []byte) (root.TrustedMaterial, error) {
 	return tr, nil
 }
 
-// Group turns a list of attachments (as pack collects them) into Image.Attachments.
-func Group(atts []referrers.Attachment) map[digest.Digest][]referrers.Attachment {
-	m := map[digest.Digest][]referrers.Attachment{}
-	for _, a := range atts {
-		m[a.Subject] = append(m[a.Subject], a)
-	}
-	return m
-}
-
 // Verify checks img against rule: at least one signature on the root verified by
 // one of the rule's authorities; one on every child when the rule requires it;
 // every required attestation present, verified by an authority, naming the image

@@ -400,7 +400,7 @@ func verifyImage(ctx context.Context, opts Options, l *layout.Layout, repository
 		children = append(children, n.Descriptor)
 	}
 	res, err := imageverify.Verify(ctx, l, rule, imageverify.Image{
-		Repository: repository, Root: root, Children: children, Attachments: imageverify.Group(atts),
+		Repository: repository, Root: root, Children: children, Attachments: referrers.BySubject(atts),
 	}, imageverify.Options{TrustedMaterial: opts.TrustedMaterial})
 	img.Verification = res
 	if err != nil {
@@ -422,84 +422,42 @@ func verifyImage(ctx context.Context, opts Options, l *layout.Layout, repository
 	return withSummary, nil
 }
 
-// collectAttachments discovers and copies everything attached to nodes, and to what is
-// attached to them, breadth first. Referrer descriptors get the artifactType and
-// annotations of their manifest.
+// collectAttachments copies everything attached to nodes, and to what is attached to
+// them, subjects first (referrers.Collect walks the source graph). Referrer
+// descriptors get the artifactType and annotations of their manifest.
 func collectAttachments(ctx context.Context, copier *graphcopy.Copier, repo *orasremote.Repository, nodes []graphcopy.Node) ([]referrers.Attachment, error) {
-	seen := map[digest.Digest]bool{}
-	var queue []ocispec.Descriptor
+	roots := make([]ocispec.Descriptor, 0, len(nodes))
 	for _, n := range nodes {
-		seen[n.Descriptor.Digest] = true
-		queue = append(queue, n.Descriptor)
+		roots = append(roots, n.Descriptor)
 	}
-	var out []referrers.Attachment
-	for len(queue) > 0 {
-		subject := queue[0]
-		queue = queue[1:]
-		atts, err := referrers.Discover(ctx, repo, subject)
+	return referrers.Collect(ctx, repo, roots, referrers.CollectOptions{}, func(ctx context.Context, a referrers.Attachment) (referrers.Attachment, error) {
+		anodes, err := copier.Copy(ctx, repo, a.Descriptor, nil)
 		if err != nil {
-			return nil, err
+			return a, fmt.Errorf("copying %s %s of %s: %w", a.Kind, a.Descriptor.Digest, a.Subject, err)
 		}
-		for _, a := range atts {
-			anodes, err := copier.Copy(ctx, repo, a.Descriptor, nil)
-			if err != nil {
-				return nil, fmt.Errorf("copying %s %s of %s: %w", a.Kind, a.Descriptor.Digest, a.Subject, err)
-			}
-			if a.Kind == oci.KindReferrer {
-				a.Descriptor = referrers.Descriptor(a.Descriptor, anodes[0].Manifest)
-			} else {
-				a.Descriptor = ocispec.Descriptor{MediaType: a.Descriptor.MediaType, Digest: a.Descriptor.Digest, Size: a.Descriptor.Size}
-			}
-			out = append(out, a)
-			if !seen[a.Descriptor.Digest] {
-				seen[a.Descriptor.Digest] = true
-				queue = append(queue, a.Descriptor)
-			}
+		if a.Kind == oci.KindReferrer {
+			a.Descriptor = referrers.Descriptor(a.Descriptor, anodes[0].Manifest)
+		} else {
+			a.Descriptor = ocispec.Descriptor{MediaType: a.Descriptor.MediaType, Digest: a.Descriptor.Digest, Size: a.Descriptor.Size}
 		}
-	}
-	return out, nil
+		return a, nil
+	})
 }
 
 // referrersIndexes writes a referrers tag schema index for every subject that has
-// referrers in entries and returns their entries.
+// referrers in entries (referrers.ReferrersBySubject) and returns their entries.
 func referrersIndexes(ctx context.Context, l *layout.Layout, entries []layout.Entry) ([]layout.Entry, error) {
-	// One index per subject digest (tags are unique in a layout), merged across
-	// repositories that hold the same subject.
-	groups := map[digest.Digest][]ocispec.Descriptor{}
-	repoOf := map[digest.Digest]string{}
-	var order []digest.Digest
-	for _, e := range entries {
-		if e.Kind != oci.KindReferrer {
-			continue
-		}
-		if _, ok := groups[e.Subject]; !ok {
-			order = append(order, e.Subject)
-			repoOf[e.Subject] = e.Repository
-		}
-		if !containsDigest(groups[e.Subject], e.Descriptor.Digest) {
-			groups[e.Subject] = append(groups[e.Subject], e.Descriptor)
-		}
-	}
 	var out []layout.Entry
-	for _, s := range order {
-		b, err := referrers.Index(groups[s])
+	for _, s := range referrers.ReferrersBySubject(entries) {
+		b, err := referrers.Index(s.Referrers)
 		if err != nil {
-			return nil, fmt.Errorf("building referrers index of %s: %w", s, err)
+			return nil, fmt.Errorf("building referrers index of %s: %w", s.Subject, err)
 		}
 		desc, err := l.PushBytes(ctx, ocispec.MediaTypeImageIndex, b)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, layout.AttachmentEntry(desc, oci.KindReferrersIndex, repoOf[s], oci.ReferrersTag(s), s))
+		out = append(out, layout.AttachmentEntry(desc, oci.KindReferrersIndex, s.Repository, oci.ReferrersTag(s.Subject), s.Subject))
 	}
 	return out, nil
-}
-
-func containsDigest(ds []ocispec.Descriptor, d digest.Digest) bool {
-	for _, x := range ds {
-		if x.Digest == d {
-			return true
-		}
-	}
-	return false
 }
