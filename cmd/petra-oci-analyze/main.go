@@ -17,6 +17,7 @@ import (
 	"github.com/petra-oci/petra-oci/internal/analyze/job"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/referrers"
 )
 
 func main() {
@@ -36,29 +37,37 @@ func run(ctx context.Context) error {
 	if err := dec.Decode(&cfg); err != nil {
 		return fmt.Errorf("reading the configuration: %w", err)
 	}
-	l, err := layout.Open(cfg.Dir)
-	if err == nil {
-		var an *analyze.Analyzer
-		an, err = analyze.New(ctx, analyze.Options{VulnDB: cfg.VulnDB, MaxDBAge: cfg.MaxDBAge, Thresholds: cfg.Thresholds,
-			Exceptions: cfg.Exceptions, VEX: cfg.VEX, Now: cfg.Now, Log: log})
-		if err == nil {
-			defer an.Close()
-			if err := enc.Encode(job.Response{}); err != nil {
-				return err
-			}
-			return serve(ctx, dec, enc, l, an)
-		}
+	// the database is loaded and checked first: pack starts the analyzer before it
+	// copies anything, so a missing or stale database refuses the run up front
+	an, err := analyze.New(ctx, analyze.Options{VulnDB: cfg.VulnDB, MaxDBAge: cfg.MaxDBAge, Thresholds: cfg.Thresholds,
+		Exceptions: cfg.Exceptions, VEX: cfg.VEX, Now: cfg.Now, Log: log})
+	if err != nil {
+		return enc.Encode(job.Response{Error: err.Error()})
 	}
-	return enc.Encode(job.Response{Error: err.Error()})
+	defer an.Close()
+	if err := enc.Encode(job.Response{}); err != nil {
+		return err
+	}
+	return serve(ctx, dec, enc, cfg.Dir, an)
 }
 
-func serve(ctx context.Context, dec *json.Decoder, enc *json.Encoder, l *layout.Layout, an *analyze.Analyzer) error {
+// serve answers requests; the bundle's layout (which pack creates once it has
+// started the analyzer) is opened on the first.
+func serve(ctx context.Context, dec *json.Decoder, enc *json.Encoder, dir string, an *analyze.Analyzer) error {
+	var l *layout.Layout
 	for {
 		var req job.Request
 		if err := dec.Decode(&req); err != nil {
 			return nil // the parent closed stdin: done
 		}
-		atts, err := an.Image(ctx, l, req)
+		var atts []referrers.Attachment
+		var err error
+		if l == nil {
+			l, err = layout.Open(dir)
+		}
+		if err == nil {
+			atts, err = an.Image(ctx, l, req)
+		}
 		resp := job.Response{Attachments: atts}
 		if err != nil {
 			resp.Error, resp.Threshold = err.Error(), errors.Is(err, scanreport.ErrThreshold)

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"sync"
+	"fmt"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -31,7 +31,8 @@ func analyzeFlags() []cli.Flag {
 // analyzer returns the pack hook the flags and the policy's vulnerabilities section
 // ask for (flags given explicitly override the policy), and a function that stops the
 // analyzer process; nil when no analysis is asked. The analysis runs in
-// petra-oci-analyze, started on the first image.
+// petra-oci-analyze, started here, before pack copies anything: it loads and checks
+// the vulnerability database first, so a missing or stale one costs no download.
 func analyzer(c *cli.Context, pol *policy.Policy, dir string) (func(context.Context, job.Request) ([]referrers.Attachment, error), func(), error) {
 	var pv *policy.Vulnerabilities
 	if pol != nil {
@@ -103,29 +104,12 @@ func analyzer(c *cli.Context, pol *policy.Policy, dir string) (func(context.Cont
 	if err != nil {
 		return nil, nil, err
 	}
-	var (
-		mu     sync.Mutex
-		client *job.Client
-	)
+	client, err := job.Start(c.Context, bin, cfg, c.App.ErrWriter)
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting the analyzer: %w", err)
+	}
 	hook := func(ctx context.Context, req job.Request) ([]referrers.Attachment, error) {
-		mu.Lock()
-		if client == nil {
-			cl, err := job.Start(ctx, bin, cfg, c.App.ErrWriter)
-			if err != nil {
-				mu.Unlock()
-				return nil, err
-			}
-			client = cl
-		}
-		mu.Unlock()
 		return client.Analyze(req)
 	}
-	stop := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if client != nil {
-			client.Close()
-		}
-	}
-	return hook, stop, nil
+	return hook, func() { client.Close() }, nil
 }

@@ -114,9 +114,22 @@ func (c *Copier) Stats() Stats {
 // index are copied; nil keeps all. Manifests are always read and walked,
 // even when already in the target, so an interrupted copy is completed on re-run.
 func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, include func(child ocispec.Descriptor) bool) ([]Node, error) {
+	return c.graph(ctx, src, root, include, true)
+}
+
+// Walk reads the manifests of the graph rooted at root from src, verified and bounded
+// as Copy reads them, and returns them as Copy would, without writing anything or
+// reading a config or layer: pack verifies an image's signatures on them before it
+// downloads a layer.
+func (c *Copier) Walk(ctx context.Context, src Source, root ocispec.Descriptor, include func(child ocispec.Descriptor) bool) ([]Node, error) {
+	return c.graph(ctx, src, root, include, false)
+}
+
+// graph walks the graph rooted at root; with write, it copies it.
+func (c *Copier) graph(ctx context.Context, src Source, root ocispec.Descriptor, include func(child ocispec.Descriptor) bool, write bool) ([]Node, error) {
 	var mu sync.Mutex
 	var nodes []Node
-	err := c.copyManifest(ctx, src, root, nil, 0, include, func(n Node) {
+	err := c.copyManifest(ctx, src, root, nil, 0, include, write, func(n Node) {
 		mu.Lock()
 		nodes = append(nodes, n)
 		mu.Unlock()
@@ -138,7 +151,7 @@ func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, 
 	return out, nil
 }
 
-func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Descriptor, parent *ocispec.Descriptor, position int, include func(ocispec.Descriptor) bool, visit func(Node)) error {
+func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Descriptor, parent *ocispec.Descriptor, position int, include func(ocispec.Descriptor) bool, write bool, visit func(Node)) error {
 	if !oci.IsManifest(desc.MediaType) {
 		return fmt.Errorf("%w: %s has media type %q, not a manifest", oci.ErrUnsupported, desc.Digest, desc.MediaType)
 	}
@@ -164,18 +177,24 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 			}
 			g.Go(func() error {
 				if oci.IsManifest(child.MediaType) {
-					return c.copyManifest(gctx, src, child, &desc, i, include, visit)
+					return c.copyManifest(gctx, src, child, &desc, i, include, write, visit)
+				}
+				if !write {
+					return nil
 				}
 				return c.copyBlob(gctx, src, child)
 			})
 		}
-	} else {
+	} else if write {
 		for _, child := range m.Children() {
 			g.Go(func() error { return c.copyBlob(gctx, src, child) })
 		}
 	}
 	if err := g.Wait(); err != nil {
 		return err
+	}
+	if !write {
+		return nil
 	}
 	if ok, err := c.dst.Exists(ctx, desc); err != nil {
 		return fmt.Errorf("checking manifest %s in target: %w", desc.Digest, err)

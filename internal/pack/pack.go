@@ -340,15 +340,42 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 			return false
 		}
 	}
+	img := &Image{Source: t.spec.Ref, Repository: t.ref, Tag: t.tag, Digest: root.Digest, MediaType: root.MediaType}
+	rootDesc := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
+	noChild := func(nodes []graphcopy.Node) error {
+		if len(t.platforms) > 0 && oci.IsIndex(root.MediaType) && len(nodes) == 1 {
+			return fmt.Errorf("%w: %s has no child for platforms %v", oci.ErrNotFound, t.spec.Ref, t.spec.Platforms)
+		}
+		return nil
+	}
+
+	// Refuse before downloading: with a policy, the image's manifests, signatures and
+	// attestations are read from the source (verified against their digests) and the
+	// image is verified before a single config or layer is copied.
+	var atts []referrers.Attachment
+	if opts.Policy != nil {
+		planned, err := copier.Walk(ctx, repo, root, include)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := noChild(planned); err != nil {
+			return nil, nil, err
+		}
+		if atts, err = referrers.Collect(ctx, repo, descriptors(planned), referrers.CollectOptions{}, nil); err != nil {
+			return nil, nil, err
+		}
+		if img.Verification, err = checkImage(ctx, opts, repo, t.ref, rootDesc, planned, atts); err != nil {
+			return nil, nil, err
+		}
+	}
+
 	nodes, err := copier.Copy(ctx, repo, root, include)
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(t.platforms) > 0 && oci.IsIndex(root.MediaType) && len(nodes) == 1 {
-		return nil, nil, fmt.Errorf("%w: %s has no child for platforms %v", oci.ErrNotFound, t.spec.Ref, t.spec.Platforms)
+	if err := noChild(nodes); err != nil {
+		return nil, nil, err
 	}
-	img := &Image{Source: t.spec.Ref, Repository: t.ref, Tag: t.tag, Digest: root.Digest, MediaType: root.MediaType}
-	rootDesc := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
 	entries := []layout.Entry{layout.ImageEntry(rootDesc, t.ref, t.tag)}
 	for _, n := range nodes[1:] {
 		if n.Descriptor.Platform != nil {
@@ -358,12 +385,16 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 		entries = append(entries, layout.ChildEntry(n.Descriptor, t.ref))
 	}
 
-	atts, err := collectAttachments(ctx, copier, repo, nodes)
+	if opts.Policy == nil {
+		atts, err = collectAttachments(ctx, copier, repo, nodes)
+	} else {
+		atts, err = copyAttachments(ctx, copier, repo, atts)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if opts.Policy != nil {
-		if atts, err = verifyImage(ctx, opts, l, t.ref, rootDesc, nodes, atts, img); err != nil {
+	if opts.Policy != nil && opts.Evidence {
+		if atts, err = attachEvidence(ctx, opts, l, t.ref, rootDesc, img.Verification, atts); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -387,10 +418,10 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 	return img, entries, nil
 }
 
-// verifyImage checks the copied image and its attachments against the policy (read
-// back from the layout, so what is verified is what was packed) and, when asked,
-// attaches the signed verification summary. It returns the attachments to list.
-func verifyImage(ctx context.Context, opts Options, l *layout.Layout, repository string, root ocispec.Descriptor, nodes []graphcopy.Node, atts []referrers.Attachment, img *Image) ([]referrers.Attachment, error) {
+// checkImage verifies an image and its attachments against the policy, reading them
+// through f (the source: every read is checked against its digest, so what is verified
+// is what is then packed, byte for byte).
+func checkImage(ctx context.Context, opts Options, f imageverify.Fetcher, repository string, root ocispec.Descriptor, nodes []graphcopy.Node, atts []referrers.Attachment) (*imageverify.Result, error) {
 	rule, err := opts.Policy.For(repository)
 	if err != nil {
 		return nil, err
@@ -399,17 +430,19 @@ func verifyImage(ctx context.Context, opts Options, l *layout.Layout, repository
 	for _, n := range nodes[1:] {
 		children = append(children, n.Descriptor)
 	}
-	res, err := imageverify.Verify(ctx, l, rule, imageverify.Image{
+	res, err := imageverify.Verify(ctx, f, rule, imageverify.Image{
 		Repository: repository, Root: root, Children: children, Attachments: referrers.BySubject(atts),
 	}, imageverify.Options{TrustedMaterial: opts.TrustedMaterial})
-	img.Verification = res
 	if err != nil {
-		return nil, fmt.Errorf("verifying against the policy: %w", err)
+		return res, fmt.Errorf("verifying against the policy: %w", err)
 	}
 	opts.Log.Info("verified", "image", repository+"@"+root.Digest.String(), "rule", rule.Glob)
-	if !opts.Evidence {
-		return atts, nil
-	}
+	return res, nil
+}
+
+// attachEvidence attaches the signed verification summary of res to the packed image,
+// and returns the attachments to list.
+func attachEvidence(ctx context.Context, opts Options, l *layout.Layout, repository string, root ocispec.Descriptor, res *imageverify.Result, atts []referrers.Attachment) ([]referrers.Attachment, error) {
 	// one form, the publisher's: never one that changes what cosign verifies
 	withSummary, form, err := evidence.Attach(ctx, l, repository, root, res, atts, evidence.Options{
 		Signer: opts.Seal.Signer, Version: opts.Seal.ToolVersion,
@@ -426,22 +459,45 @@ func verifyImage(ctx context.Context, opts Options, l *layout.Layout, repository
 // them, subjects first (referrers.Collect walks the source graph). Referrer
 // descriptors get the artifactType and annotations of their manifest.
 func collectAttachments(ctx context.Context, copier *graphcopy.Copier, repo *orasremote.Repository, nodes []graphcopy.Node) ([]referrers.Attachment, error) {
-	roots := make([]ocispec.Descriptor, 0, len(nodes))
-	for _, n := range nodes {
-		roots = append(roots, n.Descriptor)
-	}
-	return referrers.Collect(ctx, repo, roots, referrers.CollectOptions{}, func(ctx context.Context, a referrers.Attachment) (referrers.Attachment, error) {
-		anodes, err := copier.Copy(ctx, repo, a.Descriptor, nil)
-		if err != nil {
-			return a, fmt.Errorf("copying %s %s of %s: %w", a.Kind, a.Descriptor.Digest, a.Subject, err)
-		}
-		if a.Kind == oci.KindReferrer {
-			a.Descriptor = referrers.Descriptor(a.Descriptor, anodes[0].Manifest)
-		} else {
-			a.Descriptor = ocispec.Descriptor{MediaType: a.Descriptor.MediaType, Digest: a.Descriptor.Digest, Size: a.Descriptor.Size}
-		}
-		return a, nil
+	return referrers.Collect(ctx, repo, descriptors(nodes), referrers.CollectOptions{}, func(ctx context.Context, a referrers.Attachment) (referrers.Attachment, error) {
+		return copyAttachment(ctx, copier, repo, a)
 	})
+}
+
+// copyAttachments copies attachments already discovered (referrers.Collect), in order.
+// Referrer descriptors get the artifactType and annotations of their manifest.
+func copyAttachments(ctx context.Context, copier *graphcopy.Copier, repo *orasremote.Repository, atts []referrers.Attachment) ([]referrers.Attachment, error) {
+	out := make([]referrers.Attachment, 0, len(atts))
+	for _, a := range atts {
+		a, err := copyAttachment(ctx, copier, repo, a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// copyAttachment copies one attachment and returns it as the layout lists it.
+func copyAttachment(ctx context.Context, copier *graphcopy.Copier, repo *orasremote.Repository, a referrers.Attachment) (referrers.Attachment, error) {
+	anodes, err := copier.Copy(ctx, repo, a.Descriptor, nil)
+	if err != nil {
+		return a, fmt.Errorf("copying %s %s of %s: %w", a.Kind, a.Descriptor.Digest, a.Subject, err)
+	}
+	if a.Kind == oci.KindReferrer {
+		a.Descriptor = referrers.Descriptor(a.Descriptor, anodes[0].Manifest)
+	} else {
+		a.Descriptor = ocispec.Descriptor{MediaType: a.Descriptor.MediaType, Digest: a.Descriptor.Digest, Size: a.Descriptor.Size}
+	}
+	return a, nil
+}
+
+func descriptors(nodes []graphcopy.Node) []ocispec.Descriptor {
+	out := make([]ocispec.Descriptor, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, n.Descriptor)
+	}
+	return out
 }
 
 // referrersIndexes writes a referrers tag schema index for every subject that has
