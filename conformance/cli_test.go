@@ -184,6 +184,14 @@ func decodeJSON(t testing.TB, r result, v any) {
 	if dec.More() {
 		t.Fatalf("trailing data after the JSON output of %s", r)
 	}
+	// every petra-oci document is versioned (docs/json-output.md)
+	if len(r.args) == 0 || r.args[0] != filepath.Base(petraBin) {
+		return
+	}
+	var head struct{ APIVersion, Kind string }
+	if err := json.Unmarshal([]byte(r.stdout), &head); err != nil || head.APIVersion != "petra-oci.dev/v1" || !strings.HasSuffix(head.Kind, "Result") {
+		t.Fatalf("the JSON output of %s has apiVersion %q and kind %q (%v): want petra-oci.dev/v1 and a …Result kind", r, head.APIVersion, head.Kind, err)
+	}
 }
 
 func writeFile(t testing.TB, path string, b []byte) string {

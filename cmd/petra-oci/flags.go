@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -44,10 +46,59 @@ func wantJSON(c *cli.Context) (bool, error) {
 	return false, cli.Exit(fmt.Sprintf("--output %q: want text or json", c.String("output")), exitUsage)
 }
 
+// JSONAPIVersion versions every --output json document (docs/json-output.md): within
+// v1, fields are only ever added; a removal, a rename or a change of meaning is v2.
+const JSONAPIVersion = "petra-oci.dev/v1"
+
+// writeJSON writes v, a JSON object, as the command's --output json document: its
+// fields, led by "apiVersion" (JSONAPIVersion) and "kind" (jsonKind of the command).
 func writeJSON(c *cli.Context, v any) error {
-	enc := json.NewEncoder(c.App.Writer)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := versionedJSON(jsonKind(c.Command.FullName()), v)
+	if err != nil {
+		return err
+	}
+	_, err = c.App.Writer.Write(b)
+	return err
+}
+
+// versionedJSON marshals v (which must marshal to an object) with apiVersion and kind
+// as its first fields, indented, newline-terminated.
+func versionedJSON(kind string, v any) ([]byte, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) < 2 || body[0] != '{' {
+		return nil, fmt.Errorf("--output json: %s result is not a JSON object", kind)
+	}
+	head, err := json.Marshal(struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}{JSONAPIVersion, kind})
+	if err != nil {
+		return nil, err
+	}
+	doc := head // {"apiVersion":…,"kind":…}
+	if string(body) != "{}" {
+		doc = append(append(head[:len(head)-1], ','), body[1:]...)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, doc, "", "  "); err != nil {
+		return nil, err
+	}
+	out.WriteByte('\n')
+	return out.Bytes(), nil
+}
+
+// jsonKind names the document of a command: "pack" → "PackResult", "verify-blob" →
+// "VerifyBlobResult", "audit verify" → "AuditVerifyResult".
+func jsonKind(command string) string {
+	var b strings.Builder
+	for _, w := range strings.FieldsFunc(command, func(r rune) bool { return r == ' ' || r == '-' }) {
+		b.WriteString(strings.ToUpper(w[:1]) + w[1:])
+	}
+	return b.String() + "Result"
 }
 
 // required returns a usage error (exit 2, message on stderr) when flag is unset.
