@@ -249,6 +249,38 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// tarDir writes the regular files under dir to a tar at out, named relative to dir.
+func tarDir(t *testing.T, dir, out string) {
+	t.Helper()
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	err = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: filepath.ToSlash(rel), Size: fi.Size(), Mode: 0o644}); err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		_, err = tw.Write(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func fileSHA256(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -272,6 +304,28 @@ func TestPrepullContainerd(t *testing.T) {
 	// the plain archive of every image, which the variants are compared with
 	full := filepath.Join(work, "images.tar")
 	fullRes := c.mustExport(t, full)
+
+	// the control: the bundle directory itself, tarred, is what containerd cannot take
+	// (the measurement): it unpacks the cosign .att as a filesystem layer and
+	// fails, leaving import-<date>:sha256-<hex>.att images behind
+	t.Run("bundle-tar-control", func(t *testing.T) {
+		t.Cleanup(func() { ctrd.removeAllImages(t, k8sNamespace) })
+		raw := filepath.Join(work, "bundle.tar")
+		tarDir(t, c.dir, raw)
+		o, err := ctrd.ctr(t, "-n", k8sNamespace, "images", "import", "--all-platforms", raw)
+		if err == nil || !strings.Contains(err.Error(), "no processor for media-type") {
+			t.Errorf("ctr import of the bundle directory's tar: err = %v, want the DSSE layer failure:\n%s", err, o)
+		}
+		att := 0
+		for _, img := range ctrd.images(t, k8sNamespace) {
+			if strings.HasPrefix(img.Name, "import-") && strings.HasSuffix(img.Name, ".att") {
+				att++
+			}
+		}
+		if att == 0 {
+			t.Errorf("no import-<date>:sha256-<hex>.att image after importing the bundle directory's tar")
+		}
+	})
 
 	t.Run("full", func(t *testing.T) {
 		t.Cleanup(func() { ctrd.removeAllImages(t, k8sNamespace) })
