@@ -90,8 +90,12 @@ func exportContainerd(c *cli.Context) error {
 		Dir: c.Args().First(), Registry: c.String("registry"), Platform: c.String("platform"),
 		WithAttachments: c.Bool("with-attachments"), Log: logger(c),
 	}
-	if c.Bool("zstd") || strings.HasSuffix(lower, ".zst") || strings.HasSuffix(lower, ".tzst") {
+	zstdName := strings.HasSuffix(lower, ".zst") || strings.HasSuffix(lower, ".tzst")
+	if c.Bool("zstd") || zstdName {
 		opts.Compression = prepull.CompressionZstd
+		if !zstdName && !toStdout {
+			opts.Log.Warn("--zstd: name the file .tar.zst, k3s and RKE2 choose how to read an archive by its name", "out", out)
+		}
 	}
 	if opts.Verify, err = bundleVerifyOptions(c); err != nil {
 		return err
