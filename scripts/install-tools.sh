@@ -97,7 +97,7 @@ olareg() {
 }
 
 # Debian packages: skopeo and umoci for the interop tests, time (/usr/bin/time) for make bench,
-# chromium for the report rendering test.
+# chromium for the report rendering test, containerd for the pre-pull archive test.
 debs() {
 	local debs=()
 	command -v skopeo >/dev/null || debs+=(skopeo)
@@ -105,6 +105,8 @@ debs() {
 	# chromium: headless rendering check of the reviewer report (internal/report)
 	command -v chromium >/dev/null || debs+=(chromium)
 	[ -x /usr/bin/time ] || debs+=(time)
+	# containerd (Debian 12: 1.6.20): ctr images import of the pre-pull archive (conformance/prepull_test.go)
+	command -v containerd >/dev/null && command -v ctr >/dev/null || debs+=(containerd)
 	[ ${#debs[@]} -gt 0 ] || return 0
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 		log "installing ${debs[*]} from Debian"
