@@ -67,6 +67,8 @@ type Node struct {
 	Parent *ocispec.Descriptor
 	// Position is the node's place in its parent's manifests list.
 	Position int
+
+	path []int // positions from the root: the order Copy returns nodes in
 }
 
 // Stats count what a Copier did.
@@ -110,13 +112,14 @@ func (c *Copier) Stats() Stats {
 }
 
 // Copy copies the graph rooted at root from src and returns its manifests, root first,
-// then the index children that were included. include decides which children of an
+// then the index children that were included, depth first in index order (a nested
+// index's children right after it). include decides which children of an
 // index are copied; nil keeps all. Manifests are always read and walked,
 // even when already in the target, so an interrupted copy is completed on re-run.
 func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, include func(child ocispec.Descriptor) bool) ([]Node, error) {
 	var mu sync.Mutex
 	var nodes []Node
-	err := c.copyManifest(ctx, src, root, nil, 0, include, func(n Node) {
+	err := c.copyManifest(ctx, src, root, nil, nil, include, func(n Node) {
 		mu.Lock()
 		nodes = append(nodes, n)
 		mu.Unlock()
@@ -124,21 +127,13 @@ func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, 
 	if err != nil {
 		return nil, err
 	}
-	// root first, children in index order (copies finish in any order)
-	slices.SortStableFunc(nodes, func(a, b Node) int {
-		if (a.Parent == nil) != (b.Parent == nil) {
-			if a.Parent == nil {
-				return -1
-			}
-			return 1
-		}
-		return a.Position - b.Position
-	})
+	// root first, then depth first in index order (copies finish in any order)
+	slices.SortFunc(nodes, func(a, b Node) int { return slices.Compare(a.path, b.path) })
 	out := nodes
 	return out, nil
 }
 
-func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Descriptor, parent *ocispec.Descriptor, position int, include func(ocispec.Descriptor) bool, visit func(Node)) error {
+func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Descriptor, parent *ocispec.Descriptor, path []int, include func(ocispec.Descriptor) bool, visit func(Node)) error {
 	if !oci.IsManifest(desc.MediaType) {
 		return fmt.Errorf("%w: %s has media type %q, not a manifest", oci.ErrUnsupported, desc.Digest, desc.MediaType)
 	}
@@ -154,7 +149,11 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 	if err != nil {
 		return err
 	}
-	visit(Node{Descriptor: desc, Manifest: m, Parent: parent, Position: position})
+	position := 0
+	if len(path) > 0 {
+		position = path[len(path)-1]
+	}
+	visit(Node{Descriptor: desc, Manifest: m, Parent: parent, Position: position, path: path})
 
 	g, gctx := errgroup.WithContext(ctx)
 	if oci.IsIndex(desc.MediaType) {
@@ -164,7 +163,7 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 			}
 			g.Go(func() error {
 				if oci.IsManifest(child.MediaType) {
-					return c.copyManifest(gctx, src, child, &desc, i, include, visit)
+					return c.copyManifest(gctx, src, child, &desc, append(slices.Clone(path), i), include, visit)
 				}
 				return c.copyBlob(gctx, src, child)
 			})
