@@ -2,6 +2,7 @@ package graphcopy_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -486,4 +487,93 @@ func TestCopyCancel(t *testing.T) {
 			t.Errorf("shared layer pushed %d times, want 1", n)
 		}
 	})
+}
+
+// TestCopyChildrenBeforeParents: a manifest is pushed only after everything it names
+// is in the target — an image manifest after its config and layers, an index after
+// its children, a nested index too — so no manifest in the target ever points at
+// content that is not there. Copy returns the manifests root first, then depth first
+// in index order, however the concurrent copies finish. Manifests are walked even when the target holds them:
+// a child manifest that an interrupted copy left in the target without its layer
+// gets the layer, and is not pushed again.
+func TestCopyChildrenBeforeParents(t *testing.T) {
+	ctx := context.Background()
+	g := newGraph(t)
+	names := map[digest.Digest][]digest.Digest{} // manifest -> what it names
+	img := func(seed string) ocispec.Descriptor {
+		d := g.image(seed)
+		b := g.src.content[d.Digest]
+		var m ocispec.Manifest
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		names[d.Digest] = append(names[d.Digest], m.Config.Digest)
+		for _, l := range m.Layers {
+			names[d.Digest] = append(names[d.Digest], l.Digest)
+		}
+		return d
+	}
+	idx := func(children ...ocispec.Descriptor) ocispec.Descriptor {
+		d := g.index(children...)
+		for _, c := range children {
+			names[d.Digest] = append(names[d.Digest], c.Digest)
+		}
+		return d
+	}
+	inner := img("inner")
+	nested := idx(inner)
+	img0, img1 := img("zero"), img("one")
+	root := idx(img0, nested, img1)
+
+	dst := newStore()
+	// an interrupted copy left img0's manifest in the target, without its layers
+	dst.put(img0.MediaType, g.src.content[img0.Digest])
+	nodes, err := graphcopy.New(dst, graphcopy.Options{Concurrency: 4}).Copy(ctx, g.src, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the manifests, root first, then depth first in index order
+	want := []digest.Digest{root.Digest, img0.Digest, nested.Digest, inner.Digest, img1.Digest}
+	var got []digest.Digest
+	for _, n := range nodes {
+		got = append(got, n.Descriptor.Digest)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Copy returned %v, want %v (root, img0, nested, its child inner, img1)", got, want)
+	}
+	pos := map[digest.Digest]int{}
+	dst.mu.Lock()
+	for i, d := range dst.stored {
+		if _, dup := pos[d]; dup {
+			t.Errorf("%s pushed twice", d)
+		}
+		pos[d] = i
+	}
+	dst.mu.Unlock()
+	for m, cs := range names {
+		pm, pushed := pos[m]
+		if !pushed && m != img0.Digest {
+			t.Errorf("manifest %s not pushed", m)
+			continue
+		}
+		for _, c := range cs {
+			pc, ok := pos[c]
+			if !ok {
+				if c == img0.Digest {
+					continue // already there
+				}
+				t.Errorf("%s, named by %s, not pushed", c, m)
+			} else if pushed && pc > pm {
+				t.Errorf("manifest %s pushed before %s, which it names", m, c)
+			}
+		}
+	}
+	if _, ok := pos[img0.Digest]; ok {
+		t.Errorf("img0's manifest, already in the target, pushed again")
+	}
+	for _, c := range names[img0.Digest] {
+		if !dst.has(c) {
+			t.Errorf("img0's blob %s missing after the copy (the manifest in the target was not walked)", c)
+		}
+	}
 }

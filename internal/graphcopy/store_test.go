@@ -30,6 +30,8 @@ type store struct {
 	fetches, pushes, exists map[digest.Digest]int
 	// bytesIn counts the bytes pushed into the store (what was moved).
 	bytesIn int64
+	// stored lists the digests pushed, in the order the pushes completed.
+	stored []digest.Digest
 	// blob pushes (not manifests) in flight now, and the most ever at once
 	inflight, maxInflight int
 
@@ -113,6 +115,7 @@ func (s *store) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) 
 	defer s.mu.Unlock()
 	s.bytesIn += int64(len(b))
 	s.content[desc.Digest] = b
+	s.stored = append(s.stored, desc.Digest)
 	return nil
 }
 
