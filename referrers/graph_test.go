@@ -309,7 +309,7 @@ func TestGraphOrder(t *testing.T) {
 	nested := f.push(ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{inner}})
 	top := f.push(ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageIndex, Manifests: append(append([]ocispec.Descriptor(nil), f.children...), nested)})
+		MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{f.children[0], nested, f.children[1]}})
 	const other = "cgr.dev/chainguard/nested"
 	sbom := f.artifact(oci.MediaTypeSPDXJSON, "sbom of the inner child", &inner)
 	sigOnSBOM := f.cosign(oci.MediaTypeCosignSimpleSigning, "sig of the sbom")
@@ -374,9 +374,9 @@ func TestGraphOrder(t *testing.T) {
 		return o
 	}
 	got := orders(entries)
-	wantTree := []digest.Digest{top.Digest, f.children[0].Digest, f.children[1].Digest, nested.Digest, inner.Digest}
+	wantTree := []digest.Digest{top.Digest, f.children[0].Digest, nested.Digest, f.children[1].Digest, inner.Digest}
 	if !slices.Equal(got.tree, wantTree) {
-		t.Errorf("Tree = %v, want the root, its children in index order, then the nested index's child %v", got.tree, wantTree)
+		t.Errorf("Tree = %v, want the root, its children in index order (child 0, the nested index, child 1), then the nested index's child %v", got.tree, wantTree)
 	}
 	if len(got.atts) != 5 || len(got.from) != 5 {
 		t.Errorf("%d attachments, %d from the tree, want 5", len(got.atts), len(got.from))
