@@ -36,7 +36,7 @@ const minDescriptorBytes = 64
 // supported algorithm and a non-negative size, it holds no more descriptors than
 // its bytes can spell, and it re-encodes to bytes ParseManifest accepts again with
 // the same children, subject and type, stably. ReadAllVerified returns exactly the
-// content of a descriptor, reading at most one byte past its size, refuses a
+// content of a descriptor (sha256 or sha512), reading at most one byte past its size, refuses a
 // descriptor over the limit before reading, and refuses content that is longer than
 // its descriptor says.
 //
@@ -198,6 +198,12 @@ func checkRead(t *testing.T, desc ocispec.Descriptor, b []byte) {
 		t.Fatalf("ReadAllVerified returned other bytes")
 	case rc.n != len(b):
 		t.Fatalf("read %d bytes of %d", rc.n, len(b))
+	}
+	// the same content named by sha512
+	d512 := desc
+	d512.Digest = digest.SHA512.FromBytes(b)
+	if got, err := ReadAllVerified(&byteCounter{r: bytes.NewReader(b)}, d512, MaxManifestBytes); err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("ReadAllVerified as sha512: %v", err)
 	}
 	// a limit below the size refuses before reading
 	if len(b) > 0 {
