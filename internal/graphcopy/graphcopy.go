@@ -67,8 +67,6 @@ type Node struct {
 	Parent *ocispec.Descriptor
 	// Position is the node's place in its parent's manifests list.
 	Position int
-
-	path []int // positions from the root: the order Copy returns nodes in
 }
 
 // Stats count what a Copier did.
@@ -119,7 +117,7 @@ func (c *Copier) Stats() Stats {
 func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, include func(child ocispec.Descriptor) bool) ([]Node, error) {
 	var mu sync.Mutex
 	var nodes []Node
-	err := c.copyManifest(ctx, src, root, nil, nil, include, func(n Node) {
+	err := c.copyManifest(ctx, src, root, nil, 0, include, func(n Node) {
 		mu.Lock()
 		nodes = append(nodes, n)
 		mu.Unlock()
@@ -128,12 +126,12 @@ func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, 
 		return nil, err
 	}
 	// root first, then depth first in index order (copies finish in any order)
-	slices.SortFunc(nodes, func(a, b Node) int { return slices.Compare(a.path, b.path) })
+	sortNodes(nodes)
 	out := nodes
 	return out, nil
 }
 
-func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Descriptor, parent *ocispec.Descriptor, path []int, include func(ocispec.Descriptor) bool, visit func(Node)) error {
+func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Descriptor, parent *ocispec.Descriptor, position int, include func(ocispec.Descriptor) bool, visit func(Node)) error {
 	if !oci.IsManifest(desc.MediaType) {
 		return fmt.Errorf("%w: %s has media type %q, not a manifest", oci.ErrUnsupported, desc.Digest, desc.MediaType)
 	}
@@ -149,11 +147,7 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 	if err != nil {
 		return err
 	}
-	position := 0
-	if len(path) > 0 {
-		position = path[len(path)-1]
-	}
-	visit(Node{Descriptor: desc, Manifest: m, Parent: parent, Position: position, path: path})
+	visit(Node{Descriptor: desc, Manifest: m, Parent: parent, Position: position})
 
 	g, gctx := errgroup.WithContext(ctx)
 	if oci.IsIndex(desc.MediaType) {
@@ -163,7 +157,7 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 			}
 			g.Go(func() error {
 				if oci.IsManifest(child.MediaType) {
-					return c.copyManifest(gctx, src, child, &desc, append(slices.Clone(path), i), include, visit)
+					return c.copyManifest(gctx, src, child, &desc, i, include, visit)
 				}
 				return c.copyBlob(gctx, src, child)
 			})
@@ -272,4 +266,43 @@ func (c *Copier) report(desc ocispec.Descriptor, how How) {
 	if c.opts.OnBlob != nil {
 		c.opts.OnBlob(desc, how)
 	}
+}
+
+// sortNodes orders the nodes of one graph root first, then depth first in index
+// order: by the positions on the way from the root to each node. A manifest listed
+// in several indexes of the graph is reached (and listed) once per place; its
+// children sort under the first.
+func sortNodes(nodes []Node) {
+	paths := make([][]int, len(nodes))
+	byDigest := map[digest.Digest][]int{} // node indexes per manifest digest
+	for i, n := range nodes {
+		byDigest[n.Descriptor.Digest] = append(byDigest[n.Descriptor.Digest], i)
+	}
+	var path func(i, depth int) []int
+	path = func(i, depth int) []int {
+		if paths[i] != nil || nodes[i].Parent == nil || depth > len(nodes) {
+			return paths[i]
+		}
+		var parent []int
+		for _, j := range byDigest[nodes[i].Parent.Digest] {
+			if p := path(j, depth+1); parent == nil || slices.Compare(p, parent) < 0 {
+				parent = p
+			}
+		}
+		paths[i] = append(slices.Clip(parent), nodes[i].Position)
+		return paths[i]
+	}
+	for i := range nodes {
+		path(i, 0)
+	}
+	idx := make([]int, len(nodes))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return slices.Compare(paths[a], paths[b]) })
+	sorted := make([]Node, len(nodes))
+	for k, i := range idx {
+		sorted[k] = nodes[i]
+	}
+	copy(nodes, sorted)
 }
