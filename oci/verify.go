@@ -2,6 +2,10 @@ package oci
 
 import (
 	"bytes"
+	// the hashes of the digest algorithms ValidateDescriptor accepts: go-digest
+	// computes only those the program links
+	_ "crypto/sha256"
+	_ "crypto/sha512"
 	"fmt"
 	"io"
 

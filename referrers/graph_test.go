@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -289,4 +290,115 @@ func TestBuildGraphManyAttachments(t *testing.T) {
 	if _, err := Build(context.Background(), f.l, es, BuildOptions{MaxNodes: 100}); !errors.Is(err, oci.ErrTooLarge) {
 		t.Errorf("MaxNodes 100: err = %v, want ErrTooLarge", err)
 	}
+}
+
+// TestGraphOrder pins the orders every stage reads from the graph, on a graph whose
+// index.json lists attachments deepest first and mixes kinds along one chain (a
+// referrer on a child, a cosign signature and a referrer on that referrer, a referrer
+// on the signature) and nests an index in the image: Repo.Attachments puts every
+// subject before what is attached to it, whatever the order of index.json, with each
+// node's Depth one more than its subject's; AttachmentsOf does the same from a tree;
+// Image.Tree is the root, then its children in index order, then theirs. Tree and
+// AttachmentsOf do not depend on the order of the entries; Attachments keeps its
+// rule in any order of them, but among attachments of the same depth it follows
+// index.json (which layout.WriteIndex always sorts).
+func TestGraphOrder(t *testing.T) {
+	f := newGraphFixture(t)
+	inner := f.image("inner", nil)
+	inner.Platform = &ocispec.Platform{OS: "linux", Architecture: "s390x"}
+	nested := f.push(ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{inner}})
+	top := f.push(ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{f.children[0], nested, f.children[1]}})
+	const other = "cgr.dev/chainguard/nested"
+	sbom := f.artifact(oci.MediaTypeSPDXJSON, "sbom of the inner child", &inner)
+	sigOnSBOM := f.cosign(oci.MediaTypeCosignSimpleSigning, "sig of the sbom")
+	bundleOnSBOM := f.artifact(oci.MediaTypeSigstoreBundle03, "bundle on the sbom", &sbom)
+	bundleOnSig := f.artifact(oci.MediaTypeSigstoreBundle03, "bundle on the sig", &sigOnSBOM)
+	sigOnTop := f.cosign(oci.MediaTypeCosignSimpleSigning, "sig of the top index")
+	entries := append(append([]layout.Entry(nil), f.entries...), // deepest first
+		layout.AttachmentEntry(bundleOnSig, oci.KindReferrer, other, "", sigOnSBOM.Digest),
+		layout.AttachmentEntry(bundleOnSBOM, oci.KindReferrer, other, "", sbom.Digest),
+		layout.AttachmentEntry(sigOnSBOM, oci.KindCosignSig, other, oci.CosignTag(sbom.Digest, ".sig"), sbom.Digest),
+		layout.AttachmentEntry(sbom, oci.KindReferrer, other, "", inner.Digest),
+		layout.AttachmentEntry(sigOnTop, oci.KindCosignSig, other, oci.CosignTag(top.Digest, ".sig"), top.Digest),
+		layout.ImageEntry(top, other, "2"),
+	)
+	type order struct{ tree, atts, from []digest.Digest }
+	orders := func(es []layout.Entry) order {
+		t.Helper()
+		g, err := Build(context.Background(), f.l, es, BuildOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r *Repo
+		for _, rr := range g.Repositories() {
+			if rr.Name == other {
+				r = rr
+			}
+		}
+		if r == nil || len(r.Images) != 1 {
+			t.Fatalf("repository %s not in the graph as one image", other)
+		}
+		var o order
+		tree := r.Images[0].Tree()
+		for _, n := range tree {
+			o.tree = append(o.tree, n.Entry.Descriptor.Digest)
+		}
+		depth := map[digest.Digest]int{}
+		for _, n := range tree {
+			depth[n.Entry.Descriptor.Digest] = 0
+		}
+		for _, n := range r.Attachments {
+			d := n.Entry.Descriptor.Digest
+			sd, ok := depth[n.Entry.Subject]
+			if !ok {
+				t.Errorf("Attachments: %s %s comes before its subject %s", n.Entry.Kind, d, n.Entry.Subject)
+			} else if n.Depth != sd+1 {
+				t.Errorf("Attachments: %s at depth %d, its subject at %d", d, n.Depth, sd)
+			}
+			depth[d] = n.Depth
+			o.atts = append(o.atts, d)
+		}
+		seen := map[digest.Digest]bool{}
+		for _, n := range tree {
+			seen[n.Entry.Descriptor.Digest] = true
+		}
+		for _, n := range AttachmentsOf(tree) {
+			if !seen[n.Entry.Subject] {
+				t.Errorf("AttachmentsOf: %s comes before its subject %s", n.Entry.Descriptor.Digest, n.Entry.Subject)
+			}
+			seen[n.Entry.Descriptor.Digest] = true
+			o.from = append(o.from, n.Entry.Descriptor.Digest)
+		}
+		return o
+	}
+	got := orders(entries)
+	wantTree := []digest.Digest{top.Digest, f.children[0].Digest, nested.Digest, f.children[1].Digest, inner.Digest}
+	if !slices.Equal(got.tree, wantTree) {
+		t.Errorf("Tree = %v, want the root, its children in index order (child 0, the nested index, child 1), then the nested index's child %v", got.tree, wantTree)
+	}
+	if len(got.atts) != 5 || len(got.from) != 5 {
+		t.Errorf("%d attachments, %d from the tree, want 5", len(got.atts), len(got.from))
+	}
+	if last := got.atts[len(got.atts)-1]; last != bundleOnSig.Digest && last != bundleOnSBOM.Digest {
+		t.Errorf("last attachment %s, want one at depth 3", last)
+	}
+	// the same graph from the entries in another order (checked again by orders)
+	rev := slices.Clone(entries)
+	slices.Reverse(rev)
+	again := orders(rev)
+	if !slices.Equal(again.tree, got.tree) || !slices.Equal(again.from, got.from) {
+		t.Errorf("Tree or AttachmentsOf depend on the order of index.json:\n%v\n%v", got, again)
+	}
+	if !sameSet(again.atts, got.atts) {
+		t.Errorf("Attachments differ with the order of index.json:\n%v\n%v", got.atts, again.atts)
+	}
+}
+
+func sameSet(a, b []digest.Digest) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }

@@ -110,7 +110,8 @@ func (c *Copier) Stats() Stats {
 }
 
 // Copy copies the graph rooted at root from src and returns its manifests, root first,
-// then the index children that were included. include decides which children of an
+// then the index children that were included, depth first in index order (a nested
+// index's children right after it). include decides which children of an
 // index are copied; nil keeps all. Manifests are always read and walked,
 // even when already in the target, so an interrupted copy is completed on re-run.
 func (c *Copier) Copy(ctx context.Context, src Source, root ocispec.Descriptor, include func(child ocispec.Descriptor) bool) ([]Node, error) {
@@ -137,16 +138,8 @@ func (c *Copier) graph(ctx context.Context, src Source, root ocispec.Descriptor,
 	if err != nil {
 		return nil, err
 	}
-	// root first, children in index order (copies finish in any order)
-	slices.SortStableFunc(nodes, func(a, b Node) int {
-		if (a.Parent == nil) != (b.Parent == nil) {
-			if a.Parent == nil {
-				return -1
-			}
-			return 1
-		}
-		return a.Position - b.Position
-	})
+	// root first, then depth first in index order (copies finish in any order)
+	sortNodes(nodes)
 	out := nodes
 	return out, nil
 }
@@ -292,4 +285,43 @@ func (c *Copier) report(desc ocispec.Descriptor, how How) {
 	if c.opts.OnBlob != nil {
 		c.opts.OnBlob(desc, how)
 	}
+}
+
+// sortNodes orders the nodes of one graph root first, then depth first in index
+// order: by the positions on the way from the root to each node. A manifest listed
+// in several indexes of the graph is reached (and listed) once per place; its
+// children sort under the first.
+func sortNodes(nodes []Node) {
+	paths := make([][]int, len(nodes))
+	byDigest := map[digest.Digest][]int{} // node indexes per manifest digest
+	for i, n := range nodes {
+		byDigest[n.Descriptor.Digest] = append(byDigest[n.Descriptor.Digest], i)
+	}
+	var path func(i, depth int) []int
+	path = func(i, depth int) []int {
+		if paths[i] != nil || nodes[i].Parent == nil || depth > len(nodes) {
+			return paths[i]
+		}
+		var parent []int
+		for _, j := range byDigest[nodes[i].Parent.Digest] {
+			if p := path(j, depth+1); parent == nil || slices.Compare(p, parent) < 0 {
+				parent = p
+			}
+		}
+		paths[i] = append(slices.Clip(parent), nodes[i].Position)
+		return paths[i]
+	}
+	for i := range nodes {
+		path(i, 0)
+	}
+	idx := make([]int, len(nodes))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return slices.Compare(paths[a], paths[b]) })
+	sorted := make([]Node, len(nodes))
+	for k, i := range idx {
+		sorted[k] = nodes[i]
+	}
+	copy(nodes, sorted)
 }
