@@ -422,15 +422,21 @@ func verifyImage(ctx context.Context, opts Options, l *layout.Layout, repository
 	if !opts.Evidence {
 		return atts, nil
 	}
-	// one form, the publisher's: never one that changes what cosign verifies
-	withSummary, form, err := evidence.Attach(ctx, l, repository, root, res, atts, evidence.Options{
+	// one summary per subject a pod can name (the root and every child the policy
+	// verified with it), each in the form of the publisher's signatures on that
+	// subject: never one that changes what cosign verifies
+	eopts := evidence.Options{
 		Signer: opts.Seal.Signer, Version: opts.Seal.ToolVersion,
 		PolicyURI: layout.PolicyPath, PolicyDigest: opts.Policy.Digest(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("writing the verification summary: %w", err)
 	}
-	opts.Log.Info("attached the verification summary", "image", repository+"@"+root.Digest.String(), "form", form)
+	withSummary := atts
+	for _, s := range append([]ocispec.Descriptor{root}, children...) {
+		var form evidence.Form
+		if withSummary, form, err = evidence.Attach(ctx, l, repository, s, res, withSummary, eopts); err != nil {
+			return nil, fmt.Errorf("writing the verification summary of %s: %w", s.Digest, err)
+		}
+		opts.Log.Info("attached the verification summary", "image", repository+"@"+root.Digest.String(), "subject", s.Digest, "form", form)
+	}
 	return withSummary, nil
 }
 
