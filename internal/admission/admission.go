@@ -188,7 +188,7 @@ func (g *generator) generate() (*Files, error) {
 		switch im.Summary {
 		case SummaryLegacy:
 		case SummaryBundle:
-			return nil, fmt.Errorf("%w: petra's verification summary on %s@%s is a Sigstore bundle (the form of the publisher's signatures there, docs/evidence.md), signed by the bundle key; policy-controller v0.13.1 verifies Sigstore bundles for keyless authorities only (signatureFormat bundle), so the summary requirement has no equivalent",
+			return nil, fmt.Errorf("%w: petra's verification summary on %s@%s is a Sigstore bundle (the form of the publisher's signatures there, docs/evidence.md), signed by the bundle key; policy-controller v0.13.1 refuses the bundle format for key authorities (docs/admission.md), so the summary requirement has no equivalent",
 				ErrUnexpressible, im.Repository, im.Digest)
 		default:
 			return nil, fmt.Errorf("%w: %s@%s (pack it with --policy and --key: the generated policy requires the summary on every image)", ErrNoSummary, im.Repository, im.Digest)
