@@ -255,9 +255,9 @@ func pcFormat(form string) string {
 	return formatLegacy
 }
 
-// readable says whether policy-controller v0.13.1 can verify material in form signed
-// by an authority of mode, offline: the cosign .sig/.att tags (legacy), and no
-// Sigstore bundle, whatever the authority:
+// readable says whether policy-controller v0.13.1 can verify material in form
+// offline: the cosign .sig/.att tags (legacy), and no Sigstore bundle, whatever the
+// authority:
 //
 //   - with a key authority, signatureFormat bundle is refused outright
 //     (pkg/webhook/validator.go checkOptsFromAuthority: "when using the new bundle
@@ -271,8 +271,7 @@ func pcFormat(form string) string {
 //     log entries from transparency log: 0 < 1" (conformance/admission_test.go,
 //     TestAdmissionKeyless). A TrustRoot cannot say otherwise: the CRD has no log ID
 //     field, and the webhook's reconciler recomputes the IDs the same way.
-func readable(mode, form string) bool {
-	_ = mode // no authority mode reads bundles in v0.13.1
+func readable(form string) bool {
 	return pcFormat(form) == formatLegacy
 }
 
@@ -348,7 +347,7 @@ func checkReadable(r *policy.ImageRule, images []Image) error {
 		root := im.Result.Root
 		ok := false
 		for _, s := range root.Signatures {
-			ok = ok || readable(s.Mode, s.Form)
+			ok = ok || readable(s.Form)
 		}
 		if !ok {
 			return fmt.Errorf("%w: %s@%s: its signatures verify only as Sigstore bundles (%s); policy-controller v0.13.1 verifies no Sigstore bundle offline (with a key authority it refuses the bundle format, with a keyless one its TrustRoot's log IDs never match a bundle's entries, docs/admission.md), and there is no .sig for this image",
@@ -359,7 +358,7 @@ func checkReadable(r *policy.ImageRule, images []Image) error {
 			var found []string
 			for _, a := range root.Attestations {
 				if a.PredicateType == req.PredicateType {
-					ok = ok || readable(a.Mode, a.Form)
+					ok = ok || readable(a.Form)
 					found = append(found, a.Authority+" "+a.Form)
 				}
 			}
