@@ -7,8 +7,8 @@ package conformance
 // signed with Sigstore bundles (cosign v3's default), every `cosign verify` and
 // `cosign verify-attestation --type P` with the publisher's key must reach the same
 // verdict at the destination (after pack --image-key --key and unpack) as at the
-// source. The summary itself must verify with the bundle key there, and not with
-// another key. See docs/evidence.md.
+// source. The summary itself, on the index and on every child, must verify with the
+// bundle key there, and not with another key. See docs/evidence.md.
 
 import (
 	"context"
@@ -208,8 +208,6 @@ func evidenceVerdicts(t *testing.T, clis []cosignCLI, k registrytest.Kind, name 
 	dst := registrytest.Start(t, k)
 	e.petra(unpackArgs(keys, dst.Host+"/mirror", dir)...)
 	dstRepo := dst.Host + "/mirror/" + repo
-	assertSummaryForm(t, dst.Repository(t, "mirror/"+repo), img, signing)
-
 	subjects := []struct {
 		label string
 		d     digest.Digest
@@ -219,6 +217,10 @@ func evidenceVerdicts(t *testing.T, clis []cosignCLI, k registrytest.Kind, name 
 			label string
 			d     digest.Digest
 		}{p, img.Children[p].Digest})
+	}
+	// a summary on the index and on every child, each in its subject's form
+	for _, s := range subjects {
+		assertSummaryForm(t, dst.Repository(t, "mirror/"+repo), img, s.d, signing)
 	}
 	// every subject of these fixtures is signed in one form: bundles, or .sig/.att
 	bundleSigned := signing == fixture.SigningBundle
@@ -242,16 +244,21 @@ func evidenceVerdicts(t *testing.T, clis []cosignCLI, k registrytest.Kind, name 
 	}
 	// the summary at the destination: verifies with the bundle key, not with another
 	type summaryCase struct {
-		cli  cosignCLI
-		key  string
-		pass bool
-		res  result
+		cli     cosignCLI
+		subject string
+		d       digest.Digest
+		key     string
+		pass    bool
+		res     result
 	}
 	var summary []*summaryCase
 	for _, cli := range clis {
-		// the summary is in the publisher's form: verifiable where the publisher's
-		// signatures are
-		summary = append(summary, &summaryCase{cli: cli, key: keys.pub, pass: cli.bundles || !bundleSigned}, &summaryCase{cli: cli, key: other, pass: false})
+		for _, s := range subjects {
+			// the summary is in the publisher's form: verifiable where the publisher's
+			// signatures are
+			summary = append(summary, &summaryCase{cli: cli, subject: s.label, d: s.d, key: keys.pub, pass: cli.bundles || !bundleSigned},
+				&summaryCase{cli: cli, subject: s.label, d: s.d, key: other, pass: false})
+		}
 	}
 	var wg sync.WaitGroup
 	for _, c := range summary {
@@ -261,7 +268,7 @@ func evidenceVerdicts(t *testing.T, clis []cosignCLI, k registrytest.Kind, name 
 			cosignSlots <- struct{}{}
 			defer func() { <-cosignSlots }()
 			args := append([]string{"verify-attestation", "--key", c.key}, c.cli.flags...)
-			c.res = e.run(c.cli.bin, append(args, "--type", evidence.PredicateVSA, dstRepo+"@"+img.Index.Digest.String())...)
+			c.res = e.run(c.cli.bin, append(args, "--type", evidence.PredicateVSA, dstRepo+"@"+c.d.String())...)
 		}()
 	}
 	runVerdicts(e, cases)
@@ -277,13 +284,13 @@ func evidenceVerdicts(t *testing.T, clis []cosignCLI, k registrytest.Kind, name 
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s%s\n", c.cli.name, c.subject, c.what(), verdict(c.srcRes), verdict(c.dstRes), reason(c.dstRes), mark)
 	}
-	fmt.Fprintf(tw, "summary at the destination (index)\ncosign\tkey\tverify-attestation --type %s\t\t\trefusal\n", evidence.PredicateVSA)
+	fmt.Fprintf(tw, "summary at the destination\ncosign\tsubject\tkey\tverify-attestation --type %s\t\trefusal\n", evidence.PredicateVSA)
 	for _, c := range summary {
 		key := "bundle.pub"
 		if c.key != keys.pub {
 			key = "other.pub"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t%s\n", c.cli.name, key, verdict(c.res), reason(c.res))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t%s\n", c.cli.name, c.subject, key, verdict(c.res), reason(c.res))
 	}
 	tw.Flush()
 	t.Logf("verdicts:\n%s", table.String())
@@ -300,15 +307,15 @@ func evidenceVerdicts(t *testing.T, clis []cosignCLI, k registrytest.Kind, name 
 	}
 	for _, c := range summary {
 		if (c.res.err == nil) != c.pass {
-			t.Errorf("%s: the summary with %s: %s, want pass=%v:\n%s", c.cli.name, c.key, verdict(c.res), c.pass, c.res)
+			t.Errorf("%s: the summary of the %s with %s: %s, want pass=%v:\n%s", c.cli.name, c.subject, c.key, verdict(c.res), c.pass, c.res)
 		} else if c.pass {
-			assertSummaryOutput(t, c.cli.name, c.res, img.Index.Digest)
+			assertSummaryOutput(t, c.cli.name, c.res, c.d)
 		}
 	}
 }
 
-// assertSummaryOutput checks that what cosign verified is petra's summary about the
-// index: the first line of its output is the DSSE envelope (docs/evidence.md).
+// assertSummaryOutput checks that what cosign verified is petra's summary about
+// subject (the index or a child): the first line of its output is the DSSE envelope (docs/evidence.md).
 func assertSummaryOutput(t *testing.T, cli string, r result, subject digest.Digest) {
 	t.Helper()
 	var env struct{ Payload []byte }
@@ -331,15 +338,19 @@ func assertSummaryOutput(t *testing.T, cli string, r result, subject digest.Dige
 	}
 }
 
-// assertSummaryForm checks where the summary is at the destination: in the index's
-// .att (next to the publisher's layers) for a legacy-signed image, with no Sigstore
-// bundle referrer anywhere; as a Sigstore bundle referrer of the index, and no .att,
-// for a bundle-signed one.
-func assertSummaryForm(t *testing.T, repo *remote.Repository, img *fixture.Image, signing fixture.Signing) {
+// assertSummaryForm checks where the summary about subject (the index or a child) is
+// at the destination: in subject's .att (next to the publisher's layers) for a
+// legacy-signed image, with no Sigstore bundle referrer; as a Sigstore bundle referrer
+// of subject, and no .att, for a bundle-signed one.
+func assertSummaryForm(t *testing.T, repo *remote.Repository, img *fixture.Image, subject digest.Digest, signing fixture.Signing) {
 	t.Helper()
 	ctx := context.Background()
 	var bundles, summaries int
-	if err := repo.Referrers(ctx, img.Index, "", func(ds []ocispec.Descriptor) error {
+	desc, err := repo.Resolve(ctx, subject.String())
+	if err != nil {
+		t.Fatalf("%s at the destination: %v", subject, err)
+	}
+	if err := repo.Referrers(ctx, desc, "", func(ds []ocispec.Descriptor) error {
 		for _, d := range ds {
 			if d.ArtifactType == oci.MediaTypeSigstoreBundle03 {
 				bundles++
@@ -350,16 +361,16 @@ func assertSummaryForm(t *testing.T, repo *remote.Repository, img *fixture.Image
 		}
 		return nil
 	}); err != nil {
-		t.Fatalf("referrers of the index at the destination: %v", err)
+		t.Fatalf("referrers of %s at the destination: %v", subject, err)
 	}
-	att, attErr := repo.Resolve(ctx, oci.CosignTag(img.Index.Digest, ".att"))
+	att, attErr := repo.Resolve(ctx, oci.CosignTag(subject, ".att"))
 	switch signing {
 	case fixture.SigningLegacy:
 		if bundles != 0 {
-			t.Errorf("legacy-signed image: %d Sigstore bundle referrers on the index at the destination, want none", bundles)
+			t.Errorf("legacy-signed image: %d Sigstore bundle referrers on %s at the destination, want none", bundles, subject)
 		}
 		if attErr != nil {
-			t.Fatalf("legacy-signed image: no .att on the index at the destination: %v", attErr)
+			t.Fatalf("legacy-signed image: no .att on %s at the destination: %v", subject, attErr)
 		}
 		b, err := fetchAll(ctx, repo, att)
 		if err != nil {
@@ -373,15 +384,15 @@ func assertSummaryForm(t *testing.T, repo *remote.Repository, img *fixture.Image
 		for _, l := range m.Layers {
 			preds = append(preds, l.Annotations[oci.AnnotationCosignPredicate])
 		}
-		if want := append(slices.Clone(img.Predicates[img.Index.Digest]), evidence.PredicateVSA); !slices.Equal(preds, want) {
-			t.Errorf("legacy-signed image: the .att at the destination holds %v, want %v", preds, want)
+		if want := append(slices.Clone(img.Predicates[subject]), evidence.PredicateVSA); !slices.Equal(preds, want) {
+			t.Errorf("legacy-signed image: the .att of %s at the destination holds %v, want %v", subject, preds, want)
 		}
 	case fixture.SigningBundle:
 		if summaries != 1 {
-			t.Errorf("bundle-signed image: %d summary bundle referrers on the index at the destination, want 1", summaries)
+			t.Errorf("bundle-signed image: %d summary bundle referrers on %s at the destination, want 1", summaries, subject)
 		}
 		if !errors.Is(attErr, errdef.ErrNotFound) {
-			t.Errorf("bundle-signed image: .att on the index at the destination: %v %v, want none", att.Digest, attErr)
+			t.Errorf("bundle-signed image: .att on %s at the destination: %v %v, want none", subject, att.Digest, attErr)
 		}
 	}
 }

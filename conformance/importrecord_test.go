@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -79,44 +80,72 @@ func importRecord(t *testing.T, clis []cosignCLI, k registrytest.Kind, name stri
 		"--require-evidence", "--attest-key", attestPriv, "--output", "json")...), &res)
 	dstRepo := dst.Host + "/mirror/" + repo
 	idx := img.Index.Digest
+	// the index and every child: each has its pack-side summary and its record
+	subjects := []struct {
+		label string
+		d     digest.Digest
+	}{{"index", idx}}
+	for _, p := range slices.Sorted(maps.Keys(img.Children)) {
+		subjects = append(subjects, struct {
+			label string
+			d     digest.Digest
+		}{p, img.Children[p].Digest})
+	}
 
 	// what unpack says it checked and wrote
-	if len(res.Evidence) != 1 || res.Evidence[0].Summary == nil || res.Evidence[0].Image != img.Repo+"@"+idx.String() {
-		t.Fatalf("unpack checked the evidence %+v, want the summary of %s", res.Evidence, idx)
-	}
-	packSummary := res.Evidence[0].Summary
 	wantForm := evidence.FormCosignAtt
 	if bundleSigned {
 		wantForm = evidence.FormSigstoreBundle
 	}
-	if len(res.ImportRecords) != 1 {
-		t.Fatalf("import records %+v, want 1", res.ImportRecords)
+	if len(res.Evidence) != len(subjects) || len(res.ImportRecords) != len(subjects) {
+		t.Fatalf("unpack checked the evidence %+v and wrote the records %+v, want one of each for the index and each child", res.Evidence, res.ImportRecords)
 	}
-	rec := res.ImportRecords[0]
-	if rec.Image != dstRepo+"@"+idx.String() || rec.Form != wantForm || rec.Summary != packSummary.Statement || packSummary.Form != wantForm {
-		t.Errorf("import record %+v (summary %+v), want %s in form %s naming the summary's statement", rec, packSummary, dstRepo+"@"+idx.String(), wantForm)
+	packSummaries := map[digest.Digest]*evidence.Summary{}
+	recs := map[digest.Digest]unpack.ImportRecord{}
+	for _, s := range subjects {
+		for _, ev := range res.Evidence {
+			if ev.Image == img.Repo+"@"+s.d.String() && ev.Summary != nil {
+				packSummaries[s.d] = ev.Summary
+			}
+		}
+		for _, r := range res.ImportRecords {
+			if r.Image == dstRepo+"@"+s.d.String() {
+				recs[s.d] = r
+			}
+		}
+		sum, rec := packSummaries[s.d], recs[s.d]
+		if sum == nil {
+			t.Fatalf("unpack checked no summary of the %s %s: %+v", s.label, s.d, res.Evidence)
+		}
+		if rec.Form != wantForm || rec.Summary != sum.Statement || sum.Form != wantForm {
+			t.Errorf("import record of the %s %+v (summary %+v), want %s in form %s naming the summary's statement", s.label, rec, sum, dstRepo+"@"+s.d.String(), wantForm)
+		}
+		assertRecordAtDestination(t, dst.Repository(t, "mirror/"+repo), img, s.d, rec, bundleSigned, state, dstRepo)
 	}
-	assertRecordAtDestination(t, dst.Repository(t, "mirror/"+repo), img, rec, bundleSigned, state, dstRepo)
 
 	// cosign: the record (attest key), the summary (bundle key), another key, and the
 	// publisher's verdicts at both ends
 	type keyCase struct {
-		cli    cosignCLI
-		label  string
-		key    string
-		pass   bool
-		record bool // the output must be the import record
-		res    result
+		cli     cosignCLI
+		subject string
+		d       digest.Digest
+		label   string
+		key     string
+		pass    bool
+		record  bool // the output must be the import record
+		res     result
 	}
 	var byKey []*keyCase
 	var cases []*verdictCase
 	for _, cli := range clis {
 		// the record is in the publisher's form: verifiable where the publisher's signatures are
 		verifiable := cli.bundles || !bundleSigned
-		byKey = append(byKey,
-			&keyCase{cli: cli, label: "attest.pub", key: attestPub, pass: verifiable, record: true},
-			&keyCase{cli: cli, label: "bundle.pub", key: keys.pub, pass: verifiable},
-			&keyCase{cli: cli, label: "other.pub", key: other, pass: false})
+		for _, s := range subjects {
+			byKey = append(byKey,
+				&keyCase{cli: cli, subject: s.label, d: s.d, label: "attest.pub", key: attestPub, pass: verifiable, record: true},
+				&keyCase{cli: cli, subject: s.label, d: s.d, label: "bundle.pub", key: keys.pub, pass: verifiable},
+				&keyCase{cli: cli, subject: s.label, d: s.d, label: "other.pub", key: other, pass: false})
+		}
 		add := func(cmd, typ string) {
 			cases = append(cases, &verdictCase{cli: cli, subject: "index", cmd: cmd, typ: typ, key: publisher,
 				src: img.Repo + "@" + idx.String(), dst: dstRepo + "@" + idx.String(), wantSrc: verifiable})
@@ -134,7 +163,7 @@ func importRecord(t *testing.T, clis []cosignCLI, k registrytest.Kind, name stri
 			cosignSlots <- struct{}{}
 			defer func() { <-cosignSlots }()
 			args := append([]string{"verify-attestation", "--key", c.key}, c.cli.flags...)
-			c.res = e.run(c.cli.bin, append(args, "--type", evidence.PredicateVSA, dstRepo+"@"+idx.String())...)
+			c.res = e.run(c.cli.bin, append(args, "--type", evidence.PredicateVSA, dstRepo+"@"+c.d.String())...)
 		}()
 	}
 	runVerdicts(e, cases)
@@ -142,9 +171,9 @@ func importRecord(t *testing.T, clis []cosignCLI, k registrytest.Kind, name stri
 
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "%s, %s-signed image, after unpack --attest-key\ncosign\tkey\tverify-attestation --type %s (destination)\trefusal\n", k, name, evidence.PredicateVSA)
+	fmt.Fprintf(tw, "%s, %s-signed image, after unpack --attest-key\ncosign\tsubject\tkey\tverify-attestation --type %s (destination)\trefusal\n", k, name, evidence.PredicateVSA)
 	for _, c := range byKey {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.cli.name, c.label, verdict(c.res), reason(c.res))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.cli.name, c.subject, c.label, verdict(c.res), reason(c.res))
 	}
 	fmt.Fprintf(tw, "publisher key, index\ncosign\tcommand\tsource\tdestination\n")
 	for _, c := range cases {
@@ -156,11 +185,11 @@ func importRecord(t *testing.T, clis []cosignCLI, k registrytest.Kind, name stri
 	for _, c := range byKey {
 		switch {
 		case (c.res.err == nil) != c.pass:
-			t.Errorf("%s verify-attestation --key %s --type %s at the destination: %s, want pass=%v:\n%s", c.cli.name, c.label, evidence.PredicateVSA, verdict(c.res), c.pass, c.res)
+			t.Errorf("%s verify-attestation --key %s --type %s on the %s at the destination: %s, want pass=%v:\n%s", c.cli.name, c.label, evidence.PredicateVSA, c.subject, verdict(c.res), c.pass, c.res)
 		case c.pass && c.record:
-			assertRecordOutput(t, c.cli.name, c.res, idx, dstRepo, rec, packSummary)
+			assertRecordOutput(t, c.cli.name, c.res, c.d, dstRepo, recs[c.d], packSummaries[c.d])
 		case c.pass:
-			assertSummaryOutput(t, c.cli.name, c.res, idx)
+			assertSummaryOutput(t, c.cli.name, c.res, c.d)
 		}
 	}
 	for _, c := range cases {
@@ -183,11 +212,16 @@ func assertRecordAtDestination(t *testing.T, repo interface {
 	Resolve(context.Context, string) (ocispec.Descriptor, error)
 	Referrers(context.Context, ocispec.Descriptor, string, func([]ocispec.Descriptor) error) error
 	referrers.Store
-}, img *fixture.Image, rec unpack.ImportRecord, bundleSigned bool, state, dstRepo string) {
+}, img *fixture.Image, subject digest.Digest, rec unpack.ImportRecord, bundleSigned bool, state, dstRepo string) {
 	t.Helper()
 	ctx := context.Background()
 	var summaries []digest.Digest
-	if err := repo.Referrers(ctx, img.Index, "", func(ds []ocispec.Descriptor) error {
+	desc, err := repo.Resolve(ctx, subject.String())
+	if err != nil {
+		t.Errorf("%s at the destination: %v", subject, err)
+		return
+	}
+	if err := repo.Referrers(ctx, desc, "", func(ds []ocispec.Descriptor) error {
 		for _, d := range ds {
 			if d.ArtifactType == oci.MediaTypeSigstoreBundle03 && d.Annotations[fixture.AnnotationBundlePredicateType] == evidence.PredicateVSA {
 				summaries = append(summaries, d.Digest)
@@ -195,13 +229,13 @@ func assertRecordAtDestination(t *testing.T, repo interface {
 		}
 		return nil
 	}); err != nil {
-		t.Errorf("referrers of the index at the destination: %v", err)
+		t.Errorf("referrers of %s at the destination: %v", subject, err)
 	}
-	attTag := oci.CosignTag(img.Index.Digest, ".att")
+	attTag := oci.CosignTag(subject, ".att")
 	att, attErr := repo.Resolve(ctx, attTag)
 	if bundleSigned {
 		if len(summaries) != 2 || !slices.Contains(summaries, rec.Manifest) {
-			t.Errorf("bundle-signed image: summary referrers of the index %v, want the pack-side one and the record %s", summaries, rec.Manifest)
+			t.Errorf("bundle-signed image: summary referrers of %s %v, want the pack-side one and the record %s", subject, summaries, rec.Manifest)
 		}
 		if attErr == nil {
 			t.Errorf("bundle-signed image: an .att %s at the destination, want none", att.Digest)
@@ -209,7 +243,7 @@ func assertRecordAtDestination(t *testing.T, repo interface {
 		return
 	}
 	if len(summaries) != 0 {
-		t.Errorf("legacy-signed image: summary bundle referrers %v on the index, want none", summaries)
+		t.Errorf("legacy-signed image: summary bundle referrers %v on %s, want none", summaries, subject)
 	}
 	// (errors, not fatal: the cosign verdicts still run)
 	if attErr != nil || att.Digest != rec.Manifest || rec.Tag != attTag {
@@ -230,8 +264,8 @@ func assertRecordAtDestination(t *testing.T, repo interface {
 	for _, l := range m.Layers {
 		preds = append(preds, l.Annotations[oci.AnnotationCosignPredicate])
 	}
-	if want := append(slices.Clone(img.Predicates[img.Index.Digest]), evidence.PredicateVSA, evidence.PredicateVSA); !slices.Equal(preds, want) {
-		t.Errorf("legacy-signed image: the .att at the destination holds %v, want %v (publisher, pack summary, import record)", preds, want)
+	if want := append(slices.Clone(img.Predicates[subject]), evidence.PredicateVSA, evidence.PredicateVSA); !slices.Equal(preds, want) {
+		t.Errorf("legacy-signed image: the .att of %s at the destination holds %v, want %v (publisher, pack summary, import record)", subject, preds, want)
 	}
 	// the tag move is recorded with the record's .att, not the bundle's
 	raw, err := os.ReadFile(state)
@@ -312,9 +346,9 @@ func assertRecordOutput(t *testing.T, cli string, r result, idx digest.Digest, d
 
 // TestImportRequireEvidence: unpack --require-evidence refuses, with nothing pushed
 // and exit 34, a bundle packed without evidence (--no-evidence, or without a policy),
-// one whose summary a forger holding the bundle key re-signed with another key, and
-// one whose summary, signed with the bundle key, names another digest; it accepts the
-// bundle as packed. Each forged bundle unpacks without --require-evidence (control),
+// one whose summary a forger holding the bundle key re-signed with another key, one
+// whose summary, signed with the bundle key, names another digest, and one where only a
+// child's summary does; it accepts the bundle as packed. Each forged bundle unpacks without --require-evidence (control),
 // so what refuses it is the evidence check.
 func TestImportRequireEvidence(t *testing.T) {
 	t.Parallel()
@@ -345,16 +379,22 @@ func TestImportRequireEvidence(t *testing.T) {
 	otherKeyed.forge(nil)
 	// the summary (a layer of the index's .att), signed with the bundle key, about another digest
 	anotherDigest := digest.FromString("an image that is not this one")
-	otherDigest := copyBundle(t, legacyGood, keys.signer)
-	swapAttSummary(t, otherDigest, src, legacy, func(payload []byte) []byte {
+	aboutAnother := func(payload []byte) []byte {
 		var st map[string]any
 		must(t, json.Unmarshal(payload, &st))
 		st["subject"] = []any{map[string]any{"name": legacy.Repo, "digest": map[string]any{"sha256": anotherDigest.Encoded()}}}
 		b, err := json.Marshal(st)
 		must(t, err)
 		return b
-	}, keys.signer)
+	}
+	otherDigest := copyBundle(t, legacyGood, keys.signer)
+	swapAttSummary(t, otherDigest, src, legacy, legacy.Index, aboutAnother, keys.signer)
 	otherDigest.forge(nil)
+	// the same on a child only: the index's summary is intact, the child's is not
+	child := legacy.Children["linux/arm64"]
+	childOtherDigest := copyBundle(t, legacyGood, keys.signer)
+	swapAttSummary(t, childOtherDigest, src, legacy, child, aboutAnother, keys.signer)
+	childOtherDigest.forge(nil)
 
 	for _, k := range []registrytest.Kind{registrytest.Olareg, registrytest.Distribution} {
 		t.Run(string(k), func(t *testing.T) {
@@ -370,6 +410,7 @@ func TestImportRequireEvidence(t *testing.T) {
 				{"packed without a policy", noPolicy, mixedKey, exitNoEvidence, []string{"no " + evidence.PredicateVSA + " statement"}, true},
 				{"summary re-signed with another key", otherKeyed.dir, mixedKey, exitNoEvidence, []string{"signature does not verify"}, true},
 				{"summary about another digest", otherDigest.dir, legacyKey, exitNoEvidence, []string{anotherDigest.Encoded()}, true},
+				{"a child's summary about another digest", childOtherDigest.dir, legacyKey, exitNoEvidence, []string{legacy.Repo + "@" + child.Digest.String(), anotherDigest.Encoded()}, true},
 			} {
 				t.Run(c.name, func(t *testing.T) {
 					dst := registrytest.Start(t, k)
@@ -421,13 +462,13 @@ func swapBundleSummary(t *testing.T, b *hostileBundle, img *fixture.Image, edit 
 	replaceEntry(t, b, old, added)
 }
 
-// swapAttSummary replaces the index's .att in b by one holding the publisher's layers
-// (read from the source registry) and the pack-side summary's payload as edit returns
-// it, signed by s.
-func swapAttSummary(t *testing.T, b *hostileBundle, src *registrytest.Registry, img *fixture.Image, edit func(payload []byte) []byte, s signing.Signer) {
+// swapAttSummary replaces the .att of subject (img's index or a child) in b by one
+// holding the publisher's layers (read from the source registry) and the pack-side
+// summary's payload as edit returns it, signed by s.
+func swapAttSummary(t *testing.T, b *hostileBundle, src *registrytest.Registry, img *fixture.Image, subject ocispec.Descriptor, edit func(payload []byte) []byte, s signing.Signer) {
 	t.Helper()
-	old := b.entry("the .att of the index", func(e layout.Entry) bool {
-		return e.Kind == oci.KindCosignAtt && e.Subject == img.Index.Digest
+	old := b.entry("the .att of "+subject.Digest.String(), func(e layout.Entry) bool {
+		return e.Kind == oci.KindCosignAtt && e.Subject == subject.Digest
 	})
 	m := readBundleManifest(t, b, old.Descriptor)
 	var payload []byte
@@ -445,8 +486,8 @@ func swapAttSummary(t *testing.T, b *hostileBundle, src *registrytest.Registry, 
 	}
 	l, err := layout.Create(b.dir)
 	must(t, err)
-	root := ocispec.Descriptor{MediaType: img.Index.MediaType, Digest: img.Index.Digest, Size: img.Index.Size}
-	publisherAtt := referrers.Attachment{Subject: img.Index.Digest, Kind: oci.KindCosignAtt, Descriptor: img.Attestations[img.Index.Digest]}
+	root := ocispec.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size}
+	publisherAtt := referrers.Attachment{Subject: subject.Digest, Kind: oci.KindCosignAtt, Descriptor: img.Attestations[subject.Digest]}
 	srcRepo := src.Repository(t, strings.TrimPrefix(img.Repo, src.Host+"/"))
 	added, _, err := evidence.AttachStatement(context.Background(), l, srcRepo, root, evidence.FormCosignAtt, evidence.PredicateVSA, edit(payload), s, []referrers.Attachment{publisherAtt})
 	must(t, err)

@@ -75,6 +75,12 @@ type Image struct {
 	Children []digest.Digest `json:"children,omitempty"`
 	// Summary is the form of petra's verification summary on the root.
 	Summary SummaryForm `json:"summary,omitempty"`
+	// ChildSummaries is the form of petra's summary on each child (pack attaches one
+	// per child; a bundle packed before it did has none). policy-controller checks
+	// the digest a pod names, so a child without a summary in .att form is refused
+	// when named by digest: Generate notes each, and the image stays admissible by
+	// its root.
+	ChildSummaries map[digest.Digest]SummaryForm `json:"childSummaries,omitempty"`
 	// Result is what the pinned policy verified on the image (bundle.Verify with the
 	// policy); it says in which form each authority's signatures and attestations
 	// were found. Required when Options.Policy is set.
@@ -182,10 +188,21 @@ func (g *generator) generate() (*Files, error) {
 		switch im.Summary {
 		case SummaryLegacy:
 		case SummaryBundle:
-			return nil, fmt.Errorf("%w: petra's verification summary on %s@%s is a Sigstore bundle (the form of the publisher's signatures there, docs/evidence.md), signed by the bundle key; policy-controller v0.13.1 verifies Sigstore bundles for keyless authorities only (signatureFormat bundle), so the summary requirement has no equivalent",
+			return nil, fmt.Errorf("%w: petra's verification summary on %s@%s is a Sigstore bundle (the form of the publisher's signatures there, docs/evidence.md), signed by the bundle key; policy-controller v0.13.1 refuses the bundle format for key authorities (docs/admission.md), so the summary requirement has no equivalent",
 				ErrUnexpressible, im.Repository, im.Digest)
 		default:
 			return nil, fmt.Errorf("%w: %s@%s (pack it with --policy and --key: the generated policy requires the summary on every image)", ErrNoSummary, im.Repository, im.Digest)
+		}
+		for _, c := range im.Children {
+			switch f := im.ChildSummaries[c]; f {
+			case SummaryLegacy:
+			case SummaryBundle:
+				g.notes = append(g.notes, fmt.Sprintf("%s@%s: the summary on its child %s is a Sigstore bundle, which policy-controller v0.13.1 does not verify: the child is refused when a pod names it by digest; name the image %s",
+					im.Repository, im.Digest, c, im.Digest))
+			default:
+				g.notes = append(g.notes, fmt.Sprintf("%s@%s: its child %s carries no petra summary (packed by a petra-oci that attached the summary to the image root only): the child is refused when a pod names it by digest; name the image %s, or pack again",
+					im.Repository, im.Digest, c, im.Digest))
+			}
 		}
 	}
 	var files []File

@@ -102,11 +102,20 @@ func TestFromLegacyBundle(t *testing.T) {
 		if im.Summary != SummaryLegacy || im.Result == nil || !im.Result.Verified || len(im.Children) != 2 {
 			t.Errorf("image %d: %+v", i, im)
 		}
+		// pack attaches a summary to every child too, in its .att
+		for _, c := range im.Children {
+			if im.ChildSummaries[c] != SummaryLegacy {
+				t.Errorf("image %d: child %s: summary %q", i, c, im.ChildSummaries[c])
+			}
+		}
 	}
 	if d := PolicyDigestOf(p.verified.Report); d != p.policy.Digest() {
 		t.Errorf("carried policy digest %s, the policy's %s", d, p.policy.Digest())
 	}
 	f := generate(t, opts)
+	if len(f.Notes) != 0 {
+		t.Errorf("notes %q", f.Notes)
+	}
 	cips := cipsOf(t, f)
 	if len(cips) != 2 {
 		t.Fatalf("%d ClusterImagePolicies", len(cips))

@@ -32,7 +32,8 @@ type authority struct {
 	CTLog        *tlogRef      `json:"ctlog,omitempty"`
 	Attestations []attestation `json:"attestations,omitempty"`
 	// SignatureFormat is "legacy" (cosign .sig/.att tags) or "bundle" (Sigstore bundle
-	// referrers; policy-controller v0.13.1 verifies them for keyless authorities only).
+	// referrers, which policy-controller v0.13.1 cannot verify offline: readable). Only
+	// legacy is written.
 	SignatureFormat string `json:"signatureFormat"`
 }
 
@@ -236,27 +237,13 @@ type uses struct {
 func (u uses) signatureFormats(a policy.Authority) []string   { return formats(u.sig, a) }
 func (u uses) attestationFormats(a policy.Authority) []string { return formats(u.att, a) }
 
-// formats lists the policy-controller formats an authority is emitted in: those its
-// material was found in on the bundle's images, or, when it verified nothing here,
-// every format policy-controller verifies for it (any one is enough for petra).
+// formats lists the policy-controller formats an authority is emitted in: legacy
+// only. policy-controller v0.13.1 verifies no Sigstore bundle offline (readable), so
+// an authority in bundle format would never pass, and its violation authorities
+// would never see a failing attestation. Which forms the authority's material was
+// found in (seen) decides nothing here; checkReadable refuses an image whose
+// material policy-controller cannot read.
 func formats(seen map[string]bool, a policy.Authority) []string {
-	var out []string
-	for _, f := range []string{formatLegacy, formatBundle} {
-		if seen[f] && (f == formatLegacy || a.Keyless != nil) {
-			out = append(out, f)
-		}
-	}
-	if len(out) > 0 {
-		return out
-	}
-	if len(seen) > 0 {
-		// only bundle form, from a key authority: checkReadable says whether that
-		// leaves an image unverifiable; the authority still admits legacy material
-		return []string{formatLegacy}
-	}
-	if a.Keyless != nil {
-		return []string{formatLegacy, formatBundle}
-	}
 	return []string{formatLegacy}
 }
 
@@ -268,10 +255,24 @@ func pcFormat(form string) string {
 	return formatLegacy
 }
 
-// readable says whether policy-controller v0.13.1 can verify material in form signed
-// by an authority of mode: legacy always, bundles with keyless authorities only.
-func readable(mode, form string) bool {
-	return pcFormat(form) == formatLegacy || mode == imageverify.ModeKeyless
+// readable says whether policy-controller v0.13.1 can verify material in form
+// offline: the cosign .sig/.att tags (legacy), and no Sigstore bundle, whatever the
+// authority:
+//
+//   - with a key authority, signatureFormat bundle is refused outright
+//     (pkg/webhook/validator.go checkOptsFromAuthority: "when using the new bundle
+//     format, the authority must be keyless");
+//   - with a keyless one, the bundle is verified against the TrustRoot's keys
+//     converted by pkg/apis/config/sigstore_keys.go ConvertTransparencyLogInstance,
+//     which sets every log's ID to the bytes of its hex string
+//     (LogId.KeyId = []byte(hex)), where sigstore-go v0.7.2 (pkg/root and
+//     pkg/verify/tlog.go) looks logs up by the hex of the raw key ID: no Rekor entry
+//     (and no SCT) is ever found, and the tester refuses with "not enough verified
+//     log entries from transparency log: 0 < 1" (conformance/admission_test.go,
+//     TestAdmissionKeyless). A TrustRoot cannot say otherwise: the CRD has no log ID
+//     field, and the webhook's reconciler recomputes the IDs the same way.
+func readable(form string) bool {
+	return pcFormat(form) == formatLegacy
 }
 
 // imagesOf returns the bundle's images the rule applies to (first match wins), each
@@ -339,17 +340,17 @@ func authorityUses(r *policy.ImageRule, images []Image) ([]uses, error) {
 
 // checkReadable refuses a rule whose images policy-controller could not admit: a root
 // (what a pod references) whose every verified signature, or every verified
-// attestation of a required type, is in a form policy-controller cannot verify for
-// its authority (a Sigstore bundle signed with a key).
+// attestation of a required type, is in a form policy-controller cannot verify (a
+// Sigstore bundle, readable).
 func checkReadable(r *policy.ImageRule, images []Image) error {
 	for _, im := range images {
 		root := im.Result.Root
 		ok := false
 		for _, s := range root.Signatures {
-			ok = ok || readable(s.Mode, s.Form)
+			ok = ok || readable(s.Form)
 		}
 		if !ok {
-			return fmt.Errorf("%w: %s@%s: its signatures verify only as Sigstore bundles signed with a key (%s); policy-controller v0.13.1 verifies Sigstore bundles for keyless authorities only, and reads no .sig for this image",
+			return fmt.Errorf("%w: %s@%s: its signatures verify only as Sigstore bundles (%s); policy-controller v0.13.1 verifies no Sigstore bundle offline (with a key authority it refuses the bundle format, with a keyless one its TrustRoot's log IDs never match a bundle's entries, docs/admission.md), and there is no .sig for this image",
 				ErrUnexpressible, im.Repository, im.Digest, signers(root.Signatures))
 		}
 		for _, req := range r.Attestations {
@@ -357,12 +358,12 @@ func checkReadable(r *policy.ImageRule, images []Image) error {
 			var found []string
 			for _, a := range root.Attestations {
 				if a.PredicateType == req.PredicateType {
-					ok = ok || readable(a.Mode, a.Form)
+					ok = ok || readable(a.Form)
 					found = append(found, a.Authority+" "+a.Form)
 				}
 			}
 			if !ok {
-				return fmt.Errorf("%w: %s@%s: attestation %s: policy-controller v0.13.1 cannot verify any verified one (%s): Sigstore bundles only for keyless authorities",
+				return fmt.Errorf("%w: %s@%s: attestation %s: policy-controller v0.13.1 cannot verify any verified one (%s): it verifies no Sigstore bundle offline, docs/admission.md",
 					ErrUnexpressible, im.Repository, im.Digest, req.PredicateType, strings.Join(found, ", "))
 			}
 		}

@@ -19,8 +19,8 @@ import (
 const annotationBundlePredicateType = "dev.sigstore.bundle.predicateType"
 
 // ImagesFromBundle lists the images of a verified bundle as Generate takes them: each
-// root with its children, the form of petra's summary on it (read from the verified
-// graph) and the pinned policy's result for it (v.Report.ImageResults, when the bundle
+// root with its children, the form of petra's summary on each of them (read from the
+// verified graph) and the pinned policy's result for it (v.Report.ImageResults, when the bundle
 // was verified with a policy).
 func ImagesFromBundle(ctx context.Context, v *bundle.Verified) ([]Image, error) {
 	if v == nil || v.Graph == nil || v.Report == nil {
@@ -35,22 +35,31 @@ func ImagesFromBundle(ctx context.Context, v *bundle.Verified) ([]Image, error) 
 		for _, img := range repo.Images {
 			e := img.Entry
 			im := Image{Repository: e.Repository, Digest: e.Descriptor.Digest, Result: results[e.Repository+"@"+e.Descriptor.Digest.String()]}
-			for _, n := range img.Tree()[1:] {
-				im.Children = append(im.Children, n.Entry.Descriptor.Digest)
-			}
 			form, err := summaryForm(ctx, v.Store, img.Root)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", e.Name(), err)
 			}
 			im.Summary = form
+			for _, n := range img.Tree()[1:] {
+				d := n.Entry.Descriptor.Digest
+				im.Children = append(im.Children, d)
+				form, err := summaryForm(ctx, v.Store, n)
+				if err != nil {
+					return nil, fmt.Errorf("%s: child %s: %w", e.Name(), d, err)
+				}
+				if im.ChildSummaries == nil {
+					im.ChildSummaries = map[digest.Digest]SummaryForm{}
+				}
+				im.ChildSummaries[d] = form
+			}
 			out = append(out, im)
 		}
 	}
 	return out, nil
 }
 
-// summaryForm finds petra's verification summary among what is attached to root: a
-// layer of its cosign .att annotated with the summary's predicate type, or a Sigstore
+// summaryForm finds petra's verification summary among what is attached to root (an
+// image root or a child): a layer of its cosign .att annotated with the summary's predicate type, or a Sigstore
 // bundle referrer annotated so (as internal/evidence attaches it). Presence only: the
 // signature is what admission verifies.
 func summaryForm(ctx context.Context, s referrers.Store, root *referrers.Node) (SummaryForm, error) {

@@ -26,6 +26,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/petra-oci/petra-oci/internal/admission"
 	"github.com/petra-oci/petra-oci/internal/bundle"
@@ -63,7 +64,7 @@ type Result struct {
 	Pack     *pack.Result    `json:"pack"`
 	Inspect  *inspect.Report `json:"inspect"`
 	Unpack   *unpack.Result  `json:"unpack"`
-	Verified int             `json:"verified"` // manifests found at the destination under their source digest
+	Verified int             `json:"verified"` // manifests found at the destination: by their source digest, and each .att (rewritten with its summary) by its tag
 	// Admission is what the cluster is given: the policy-controller and Gatekeeper
 	// resources generated for the destination (unpack's Finish), written to
 	// AdmissionDir.
@@ -197,13 +198,19 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		if err != nil {
 			return res, err
 		}
-		// the index's .att manifest is re-written with the verification summary added
-		// (its layers, the signed envelopes, are unchanged): check the tag instead
-		if _, err := repo.Resolve(ctx, oci.CosignTag(img.Index.Digest, ".att")); err != nil {
-			return res, fmt.Errorf("%w: .att of %s at %s/%s: %v", oci.ErrNotFound, img.Index.Digest, ref.Registry, ref.Repository, err)
+		// the .att manifests of the index and of every child are re-written with their
+		// verification summaries added (their layers, the signed envelopes, are
+		// unchanged): check the tags instead
+		rewritten := map[digest.Digest]bool{}
+		for subject, att := range img.Attestations {
+			rewritten[att.Digest] = true
+			if _, err := repo.Resolve(ctx, oci.CosignTag(subject, ".att")); err != nil {
+				return res, fmt.Errorf("%w: .att of %s at %s/%s: %v", oci.ErrNotFound, subject, ref.Registry, ref.Repository, err)
+			}
+			res.Verified++
 		}
 		for _, m := range img.AllManifests {
-			if m.Digest == img.Attestations[img.Index.Digest].Digest {
+			if rewritten[m.Digest] {
 				continue
 			}
 			d, err := repo.Resolve(ctx, m.Digest.String())

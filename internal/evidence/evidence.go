@@ -65,14 +65,31 @@ type Options struct {
 // Statement returns the in-toto statement summarising res for the image
 // repository@res.Digest.
 func Statement(repository string, res *imageverify.Result, opts Options) ([]byte, error) {
+	if res == nil {
+		return nil, fmt.Errorf("%w: no verification summary without a verification result", oci.ErrInvalid)
+	}
+	return StatementAbout(repository, res, res.Digest, opts)
+}
+
+// StatementAbout returns the in-toto statement summarising res, the verification of
+// the image repository@res.Digest, about subject: the image itself, or one of the
+// children res verified with it (res.Children). A child's summary has the child as
+// its only subject and resource, and the same policy, result and inputs as the
+// image's: the policy verified the image as a whole, its children bound to it by
+// digest. policy-controller checks the summary of whatever digest a pod names, so
+// every child named by digest needs its own (docs/evidence.md).
+func StatementAbout(repository string, res *imageverify.Result, subject digest.Digest, opts Options) ([]byte, error) {
 	if res == nil || !res.Verified {
 		return nil, fmt.Errorf("%w: no verification summary for an image that did not verify", oci.ErrInvalid)
+	}
+	if !verifiedSubject(res, subject) {
+		return nil, fmt.Errorf("%w: no verification summary about %s: neither the image %s nor a child it verified", oci.ErrInvalid, subject, res.Digest)
 	}
 	at := opts.Time
 	if at.IsZero() {
 		at = time.Now().UTC()
 	}
-	uri := repository + "@" + res.Digest.String()
+	uri := repository + "@" + subject.String()
 	verifier := VerifierID
 	if opts.Version != "" {
 		verifier += "@" + opts.Version
@@ -108,7 +125,7 @@ func Statement(repository string, res *imageverify.Result, opts Options) ([]byte
 	}
 	st := &intoto.Statement{
 		Type:          intoto.StatementTypeUri,
-		Subject:       []*intoto.ResourceDescriptor{{Name: repository, Digest: digestMap(res.Digest)}},
+		Subject:       []*intoto.ResourceDescriptor{{Name: repository, Digest: digestMap(subject)}},
 		PredicateType: PredicateVSA,
 		Predicate:     &ps,
 	}
@@ -116,6 +133,19 @@ func Statement(repository string, res *imageverify.Result, opts Options) ([]byte
 		return nil, fmt.Errorf("verification summary statement: %w", err)
 	}
 	return protojson.Marshal(st)
+}
+
+// verifiedSubject reports whether d is the image res verified or one of its children.
+func verifiedSubject(res *imageverify.Result, d digest.Digest) bool {
+	if d == res.Digest {
+		return true
+	}
+	for _, c := range res.Children {
+		if c.Digest == d {
+			return true
+		}
+	}
+	return false
 }
 
 func digestMap(d digest.Digest) map[string]string {
@@ -219,31 +249,35 @@ type Target interface {
 	PushBytes(ctx context.Context, mediaType string, b []byte) (ocispec.Descriptor, error)
 }
 
-// Attach signs the summary of res and writes it into l for the image root, in the
-// form FormFor decides from atts (everything attached to the image, as packed). It
-// returns the image's attachments with the summary: atts plus a Sigstore bundle
-// referrer, or atts with the root's cosign .att manifest replaced by one holding its
-// layers (unchanged, in order) plus the summary, and the form used.
-func Attach(ctx context.Context, l *layout.Layout, repository string, root ocispec.Descriptor, res *imageverify.Result, atts []referrers.Attachment, opts Options) ([]referrers.Attachment, Form, error) {
+// Attach signs the summary of res about subject (the image root, res.Digest, or a
+// child res verified with it: StatementAbout) and writes it into l, in the form
+// FormFor decides from atts for subject (everything attached to the image, as
+// packed). It returns the image's attachments with the summary: atts plus a
+// Sigstore bundle referrer of subject, or atts with subject's cosign .att manifest
+// replaced by one holding its layers (unchanged, in order) plus the summary, and
+// the form used. Pack calls it for the root and for every child, each in the form
+// of the publisher's signatures on that subject, so no verdict of cosign on any of
+// them changes and policy-controller finds a summary on whatever digest a pod names.
+func Attach(ctx context.Context, l *layout.Layout, repository string, subject ocispec.Descriptor, res *imageverify.Result, atts []referrers.Attachment, opts Options) ([]referrers.Attachment, Form, error) {
 	if opts.Signer == nil {
 		return nil, "", fmt.Errorf("%w: evidence needs the bundle key", oci.ErrInvalid)
 	}
-	form, err := FormFor(ctx, l, root.Digest, atts)
-	if err != nil {
-		return nil, "", fmt.Errorf("choosing the form of the verification summary: %w", err)
-	}
-	stmt, err := Statement(repository, res, opts)
+	stmt, err := StatementAbout(repository, res, subject.Digest, opts)
 	if err != nil {
 		return nil, "", err
 	}
-	added, replaced, err := AttachStatement(ctx, l, l, root, form, PredicateVSA, stmt, opts.Signer, atts)
+	form, err := FormFor(ctx, l, subject.Digest, atts)
+	if err != nil {
+		return nil, "", fmt.Errorf("choosing the form of the verification summary of %s: %w", subject.Digest, err)
+	}
+	added, replaced, err := AttachStatement(ctx, l, l, subject, form, PredicateVSA, stmt, opts.Signer, atts)
 	if err != nil {
 		return nil, "", err
 	}
 	out := atts[:0:0]
 	for i := range atts {
 		if replaced == &atts[i] {
-			continue // the first .att of root, now with the summary
+			continue // the first .att of subject, now with the summary
 		}
 		out = append(out, atts[i])
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -204,6 +205,46 @@ func TestAttachForms(t *testing.T) {
 		// destination again keeps the bundle form
 		if got, err := FormFor(ctx, f.l, f.root.Digest, []referrers.Attachment{ref}); err != nil || got != FormSigstoreBundle {
 			t.Fatalf("FormFor(petra's own summary) = %q, %v", got, err)
+		}
+	})
+
+	t.Run("a child: its own .att gains a summary about it, the root's is untouched", func(t *testing.T) {
+		f := newFormLayout(t)
+		child := f.manifest(ocispec.Manifest{Config: f.blob(ocispec.MediaTypeImageConfig, `{"rootfs":{"type":"layers","diff_ids":[]},"os":"child"}`)})
+		stranger := f.manifest(ocispec.Manifest{Config: f.blob(ocispec.MediaTypeImageConfig, `{"rootfs":{"type":"layers","diff_ids":[]},"os":"stranger"}`)})
+		res := &imageverify.Result{Verified: true, Digest: f.root.Digest, Children: []imageverify.Subject{{Digest: child.Digest}}}
+		cfg := f.blob(ocispec.MediaTypeImageConfig, `{"rootfs":{"type":"layers","diff_ids":[]},"os":"att"}`)
+		rootAtt := referrers.Attachment{Subject: f.root.Digest, Kind: oci.KindCosignAtt, Tag: oci.CosignTag(f.root.Digest, ".att"),
+			Descriptor: f.manifest(ocispec.Manifest{Config: cfg})}
+		pubLayer := f.blob(oci.MediaTypeDSSEEnvelope, `{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}`)
+		childAtt := referrers.Attachment{Subject: child.Digest, Kind: oci.KindCosignAtt, Tag: oci.CosignTag(child.Digest, ".att"),
+			Descriptor: f.manifest(ocispec.Manifest{Config: cfg, Layers: []ocispec.Descriptor{pubLayer}})}
+		out, form, err := Attach(ctx, f.l, "reg.example/a", child, res, []referrers.Attachment{rootAtt, childAtt}, opts(f))
+		if err != nil || form != FormCosignAtt {
+			t.Fatalf("Attach = %q, %v", form, err)
+		}
+		if len(out) != 2 || out[0].Descriptor.Digest != rootAtt.Descriptor.Digest || out[1].Subject != child.Digest || out[1].Tag != childAtt.Tag || out[1].Descriptor.Digest == childAtt.Descriptor.Digest {
+			t.Fatalf("attachments = %+v", out)
+		}
+		ls := layersOf(f, out[1].Descriptor)
+		if len(ls) != 2 || ls[0].Digest != pubLayer.Digest {
+			t.Fatalf(".att layers = %+v", ls)
+		}
+		pub, err := f.signer.PublicKeyPEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		copts := CheckOptions{Signature: signing.VerifyOptions{PublicKey: pub}}
+		s, err := CheckSummary(ctx, f.l, child.Digest, out, copts)
+		if err != nil || s.Form != FormCosignAtt {
+			t.Fatalf("CheckSummary(child) = %+v, %v", s, err)
+		}
+		if _, err := CheckSummary(ctx, f.l, f.root.Digest, out, copts); !errors.Is(err, ErrNoEvidence) {
+			t.Fatalf("the child's summary passes for the root: %v", err)
+		}
+		// a digest the verification did not cover gets no summary
+		if _, _, err := Attach(ctx, f.l, "reg.example/a", stranger, res, out, opts(f)); !errors.Is(err, oci.ErrInvalid) {
+			t.Fatalf("Attach about a digest the policy did not verify: %v", err)
 		}
 	})
 

@@ -394,7 +394,7 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 		return nil, nil, err
 	}
 	if opts.Policy != nil && opts.Evidence {
-		if atts, err = attachEvidence(ctx, opts, l, t.ref, rootDesc, img.Verification, atts); err != nil {
+		if atts, err = attachEvidence(ctx, opts, l, t.ref, rootDesc, nodes, img.Verification, atts); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -440,18 +440,25 @@ func checkImage(ctx context.Context, opts Options, f imageverify.Fetcher, reposi
 	return res, nil
 }
 
-// attachEvidence attaches the signed verification summary of res to the packed image,
-// and returns the attachments to list.
-func attachEvidence(ctx context.Context, opts Options, l *layout.Layout, repository string, root ocispec.Descriptor, res *imageverify.Result, atts []referrers.Attachment) ([]referrers.Attachment, error) {
-	// one form, the publisher's: never one that changes what cosign verifies
-	withSummary, form, err := evidence.Attach(ctx, l, repository, root, res, atts, evidence.Options{
+// attachEvidence attaches the signed verification summary of res to the packed image
+// and to every child of it (nodes[1:]), and returns the attachments to list.
+func attachEvidence(ctx context.Context, opts Options, l *layout.Layout, repository string, root ocispec.Descriptor, nodes []graphcopy.Node, res *imageverify.Result, atts []referrers.Attachment) ([]referrers.Attachment, error) {
+	// one summary per subject a pod can name (the root and every child the policy
+	// verified with it), each in the form of the publisher's signatures on that
+	// subject: never one that changes what cosign verifies
+	eopts := evidence.Options{
 		Signer: opts.Seal.Signer, Version: opts.Seal.ToolVersion,
 		PolicyURI: layout.PolicyPath, PolicyDigest: opts.Policy.Digest(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("writing the verification summary: %w", err)
 	}
-	opts.Log.Info("attached the verification summary", "image", repository+"@"+root.Digest.String(), "form", form)
+	withSummary := atts
+	for _, s := range append([]ocispec.Descriptor{root}, descriptors(nodes[1:])...) {
+		var form evidence.Form
+		var err error
+		if withSummary, form, err = evidence.Attach(ctx, l, repository, s, res, withSummary, eopts); err != nil {
+			return nil, fmt.Errorf("writing the verification summary of %s: %w", s.Digest, err)
+		}
+		opts.Log.Info("attached the verification summary", "image", repository+"@"+root.Digest.String(), "subject", s.Digest, "form", form)
+	}
 	return withSummary, nil
 }
 

@@ -26,8 +26,8 @@ type imageKey struct {
 	d    digest.Digest
 }
 
-// checkEvidence checks the pack-side summary of every image of the graph (read from
-// the verified store) with the key or identity that verified the bundle. With
+// checkEvidence checks the pack-side summary of every image of the graph and of each
+// of its children (read from the verified store) with the key or identity that verified the bundle. With
 // RequireEvidence an image without a valid one refuses the bundle: the error wraps
 // evidence.ErrNoEvidence and names each such image. Without it, a refusal is only
 // reported (the import record then names no summary).
@@ -42,24 +42,27 @@ func checkEvidence(ctx context.Context, opts Options, store referrers.Store, g *
 	for _, r := range g.Repositories() {
 		grouped := r.Grouped()
 		for _, img := range r.Images {
-			k := imageKey{r.Name, img.Root.Entry.Descriptor.Digest}
-			if _, ok := found[k]; ok {
-				continue
-			}
-			name := r.Name + "@" + k.d.String()
-			s, err := evidence.CheckSummary(ctx, store, k.d, grouped[k.d], copts)
-			found[k] = s
-			if err != nil {
-				if opts.RequireEvidence {
-					errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			// the root and every child: a pod may name any of them by digest
+			for _, n := range img.Tree() {
+				k := imageKey{r.Name, n.Entry.Descriptor.Digest}
+				if _, ok := found[k]; ok {
 					continue
 				}
-				opts.Log.Warn("no valid verification summary: the import record names none", "image", name, "reason", err)
-				report = append(report, Evidence{Image: name, Refusal: err.Error()})
-				continue
+				name := r.Name + "@" + k.d.String()
+				s, err := evidence.CheckSummary(ctx, store, k.d, grouped[k.d], copts)
+				found[k] = s
+				if err != nil {
+					if opts.RequireEvidence {
+						errs = append(errs, fmt.Errorf("%s: %w", name, err))
+						continue
+					}
+					opts.Log.Warn("no valid verification summary: the import record names none", "image", name, "reason", err)
+					report = append(report, Evidence{Image: name, Refusal: err.Error()})
+					continue
+				}
+				opts.Log.Info("verification summary verified", "image", name, "form", s.Form, "statement", s.Statement)
+				report = append(report, Evidence{Image: name, Summary: s})
 			}
-			opts.Log.Info("verification summary verified", "image", name, "form", s.Form, "statement", s.Statement)
-			report = append(report, Evidence{Image: name, Summary: s})
 		}
 	}
 	return found, report, errors.Join(errs...)
@@ -84,8 +87,8 @@ func setMove(moves []replay.TagMove, m replay.TagMove) []replay.TagMove {
 	return append(moves, m)
 }
 
-// writeRecords signs and pushes, by digest, the import record of every image of r in
-// the destination repository of pr, in the form evidence.FormFor decides from what
+// writeRecords signs and pushes, by digest, the import record of every image of r,
+// and of each of its children, in the destination repository of pr, in the form evidence.FormFor decides from what
 // the image carries there. It returns the records and the .att manifests whose tags
 // must move (by tag); no tag moves here. The referrers tag schema index of an image
 // given a bundle-form record is updated when the registry has no referrers API.
@@ -113,12 +116,16 @@ func writeRecords(ctx context.Context, opts Options, store referrers.Store, pr *
 	tags := map[string]taggedManifest{}
 	var recs []ImportRecord
 	done := map[digest.Digest]bool{}
+	var subjects []ocispec.Descriptor // every root and child, once
 	for _, img := range r.Images {
-		root := img.Root.Descriptor()
-		if done[root.Digest] {
-			continue
+		for _, n := range img.Tree() {
+			if d := n.Descriptor(); !done[d.Digest] {
+				done[d.Digest] = true
+				subjects = append(subjects, d)
+			}
 		}
-		done[root.Digest] = true
+	}
+	for _, root := range subjects {
 		atts := grouped[root.Digest]
 		form, err := destinationForm(ctx, store, pr, root, atts)
 		if err != nil {

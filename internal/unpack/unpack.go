@@ -7,9 +7,9 @@
 // is about to set in the replay state, and only then moves tags: cosign tags, and the
 // image tags last, so no tag ever points at content that is not all there. Blobs the
 // registry already has are skipped; blobs pushed to another repository of the same
-// registry are mounted instead of uploaded again. With RequireEvidence, every image's
-// pack-side verification summary is checked before the first push; with AttestSigner,
-// an import record per image is pushed by digest after the content, and the tag it
+// registry are mounted instead of uploaded again. With RequireEvidence, the pack-side
+// verification summary of every image and child is checked before the first push;
+// with AttestSigner, an import record per image and per child is pushed by digest after the content, and the tag it
 // moves (the image's .att) is recorded with the others (docs/evidence.md).
 package unpack
 
@@ -72,14 +72,14 @@ type Options struct {
 	// RequireEvidence or AttestSigner.
 	UnsafeSkipVerify bool
 	// RequireEvidence refuses the bundle, before anything is pushed, unless every
-	// image carries a pack-side verification summary that verifies with the key or
+	// image, and each of its children, carries a pack-side verification summary that verifies with the key or
 	// identity that verified the bundle (Verify.Signature), names the image's digest
 	// as its subject, says PASSED and, when a policy is pinned (Verify.Images), names
 	// that policy's digest (evidence.CheckSummary). The error wraps
 	// evidence.ErrNoEvidence and names every image refused.
 	RequireEvidence bool
 	// AttestSigner, when set (a key of the disconnected side: file or KMS), signs an
-	// import record for every image once its content is pushed and before any tag
+	// import record for every image, and for each of its children, once its content is pushed and before any tag
 	// moves: an in-toto statement "verified at import" (evidence.ImportStatement:
 	// the bundle id, sequence and metadata digest, the pack-side summary checked, the
 	// pinned policy, PASSED, subject the image in its destination repository),
