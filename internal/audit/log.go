@@ -90,8 +90,32 @@ func defaultOperator() string {
 	return "uid:" + strconv.Itoa(os.Getuid())
 }
 
+// DefaultPath returns $XDG_STATE_HOME/petra-oci/audit.log, or
+// ~/.local/state/petra-oci/audit.log when XDG_STATE_HOME is unset or not absolute (next
+// to the replay state, series.json).
+func DefaultPath() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "petra-oci", "audit.log"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("locating the audit log: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "petra-oci", "audit.log"), nil
+}
+
 // Path returns the log file.
 func (l *Log) Path() string { return l.path }
+
+// Check opens the log as Append does (creating it when missing) and checks that its
+// last line is a complete entry, so a command can refuse to start when it could not
+// record what it did.
+func (l *Log) Check(ctx context.Context) error {
+	return l.locked(ctx, func(f *os.File) error {
+		_, _, err := readLast(f)
+		return err
+	})
+}
 
 // HeadPath returns the sidecar holding the latest checkpoint line.
 func (l *Log) HeadPath() string { return l.path + HeadSuffix }

@@ -352,11 +352,12 @@ func checkChain(f *logFile, rep *Report) {
 	}
 }
 
-func span(what string, a, b uint64) string {
+// span names entries a to b: "entry 3", "entries 3-5".
+func span(_ string, a, b uint64) string {
 	if a == b {
-		return fmt.Sprintf("%s %d", what, a)
+		return fmt.Sprintf("entry %d", a)
 	}
-	return fmt.Sprintf("%ss %d-%d", what, a, b)
+	return fmt.Sprintf("entries %d-%d", a, b)
 }
 
 // checkSignatures checks one file's checkpoints and its coverage.
