@@ -164,8 +164,15 @@ func TestAuditTrail(t *testing.T) {
 		tamper func(e *env, path string)
 		names  []string // in the report on stdout; the last also in the error on stderr
 	}{
-		{"deleted entry", func(e *env, p string) { l := logLines(t, p); writeFile(t, p, []byte(strings.Join(append(l[:2:2], l[3:]...), ""))) }, []string{"[deleted]", "entry 9"}},
-		{"swapped entries", func(e *env, p string) { l := logLines(t, p); l[2], l[3] = l[3], l[2]; writeFile(t, p, []byte(strings.Join(l, ""))) }, []string{"[reordered]", "entry 10"}},
+		{"deleted entry", func(e *env, p string) {
+			l := logLines(t, p)
+			writeFile(t, p, []byte(strings.Join(append(l[:2:2], l[3:]...), "")))
+		}, []string{"[deleted]", "entry 9"}},
+		{"swapped entries", func(e *env, p string) {
+			l := logLines(t, p)
+			l[2], l[3] = l[3], l[2]
+			writeFile(t, p, []byte(strings.Join(l, "")))
+		}, []string{"[reordered]", "entry 10"}},
 		{"edited entry", func(e *env, p string) {
 			l := logLines(t, p)
 			l[2] = strings.Replace(l[2], `"target":"`+to, `"target":"`+src.Host+"/mirror", 1)
