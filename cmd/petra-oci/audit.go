@@ -342,7 +342,7 @@ anything is wrong. A log without a checkpoint verifies its chain and says it is 
 					if err != nil {
 						return err
 					}
-					fmt.Fprintf(c.App.Writer, "checkpoint at entry %d over entries 1-%d, signed by key %s\n", h.Seq, h.Seq-1, s.KeyID())
+					fmt.Fprintf(c.App.Writer, "checkpoint at entry %d over the entries up to %d, signed by key %s\n", h.Seq, h.Seq-1, s.KeyID())
 					return nil
 				},
 			},
@@ -446,6 +446,8 @@ func renderAuditReport(w io.Writer, rep *audit.Report) {
 		verdict = fmt.Sprintf("FAILED (%d problems)", len(rep.Problems))
 	case rep.Signed:
 		verdict = "OK, signed"
+	case len(rep.Checkpoints) == 0:
+		verdict = "OK, chain intact; UNSIGNED (no checkpoint)"
 	case !rep.SignaturesChecked:
 		verdict = "OK, chain intact; signatures NOT checked (no --key)"
 	}
@@ -549,7 +551,7 @@ func showDetail(e *audit.Entry) string {
 	case e.Event == audit.EventRefuse:
 		parts = append(parts, fmt.Sprintf("%s exit %d: %s", e.Command, e.ExitCode, oneLine(e.Reason, 120)))
 	case e.Checkpoint != nil:
-		parts = append(parts, fmt.Sprintf("signs entries 1-%d, key %s", e.Checkpoint.Size, e.Checkpoint.KeyID))
+		parts = append(parts, fmt.Sprintf("signs entries up to %d, key %s", e.Checkpoint.Size, e.Checkpoint.KeyID))
 	}
 	if e.Target != "" {
 		parts = append(parts, "-> "+e.Target)

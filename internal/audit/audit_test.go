@@ -19,6 +19,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/petra-oci/petra-oci/internal/registrytest"
 	"github.com/petra-oci/petra-oci/internal/signing"
 )
 
@@ -501,5 +502,51 @@ func TestCheckpointStatementIsWhatIsSigned(t *testing.T) {
 	}
 	if _, err := Open(Options{Path: path, Operator: "eve\nhost x"}); !errors.Is(err, ErrInvalidEntry) {
 		t.Fatalf("an operator with a newline: %v", err)
+	}
+}
+
+// TestCosignVerifiesCheckpoint: the documented check of a checkpoint with the real
+// cosign (v2.6.5) verify-blob: the statement rebuilt from the line verifies with the
+// signer's public key, and not once a byte of it changes.
+func TestCosignVerifiesCheckpoint(t *testing.T) {
+	cosign := registrytest.ToolPath(t, "cosign")
+	k := newKey(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	appendN(t, openLog(t, path, k.signer), 1, EventPack)
+	cp, err := parseLine([]byte(strings.TrimSuffix(readLines(t, path)[1], "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pub := write("audit.pub", k.pub)
+	sig := write("cp.sigstore.json", cp.Checkpoint.Signature)
+	stmt := write("statement", cp.Statement())
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(cosign, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "HOME="+dir, "TUF_ROOT="+filepath.Join(dir, ".sigstore"))
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	root := filepath.Join(dir, "empty-root.json")
+	if out, err := run("trusted-root", "create", "--out", root); err != nil {
+		t.Fatalf("cosign trusted-root create: %v\n%s", err, out)
+	}
+	verify := func(file string) (string, error) {
+		return run("verify-blob", "--key", pub, "--bundle", sig, "--new-bundle-format", "--insecure-ignore-tlog", "--trusted-root", root, file)
+	}
+	if out, err := verify(stmt); err != nil {
+		t.Fatalf("cosign verify-blob refused the checkpoint: %v\n%s", err, out)
+	}
+	tampered := write("tampered", bytes.Replace(cp.Statement(), []byte("size 1"), []byte("size 2"), 1))
+	if out, err := verify(tampered); err == nil {
+		t.Fatalf("cosign verify-blob accepted a changed statement:\n%s", out)
 	}
 }
