@@ -214,6 +214,15 @@ func TestAuditTrail(t *testing.T) {
 		assertExit(t, "edited segment", r, exitAuditCode, "entry 1 (line 1) was edited")
 	})
 
+	// sign: an entry naming the bundle it signed (not claimed), signed with --key
+	signLog := filepath.Join(logs, "sign.log")
+	e.petra("sign", "--key", keys.priv, "--audit-log", signLog, dir)
+	if sr := auditRecords(t, e, signLog); len(sr) != 2 || sr[0].Entry.Event != audit.EventSign || sr[0].Entry.Bundle == nil ||
+		sr[0].Entry.Bundle.ID != packed.BundleID || sr[0].Entry.Bundle.Claimed || sr[1].Entry.Event != audit.EventCheckpoint {
+		t.Errorf("sign's entries: %+v", sr)
+	}
+	e.petra("audit", "verify", signLog, "--key", keys.pub)
+
 	// the default log, and --audit-log none
 	e.petra("verify", "--key", keys.pub, "--allow-replay", dir)
 	def := filepath.Join(e.home, ".local", "state", "petra-oci", "audit.log")

@@ -550,3 +550,36 @@ func TestCosignVerifiesCheckpoint(t *testing.T) {
 		t.Fatalf("cosign verify-blob accepted a changed statement:\n%s", out)
 	}
 }
+
+func BenchmarkAppend(b *testing.B) {
+	k := newKey(b)
+	for _, c := range []struct {
+		name   string
+		signer signing.Signer
+	}{{"unsigned", nil}, {"with-checkpoint", k.signer}} {
+		b.Run(c.name, func(b *testing.B) {
+			l := openLog(b, filepath.Join(b.TempDir(), "audit.log"), c.signer)
+			for i := 0; i < b.N; i++ {
+				if _, err := l.Append(context.Background(), Entry{Event: EventVerify, Bundle: &Bundle{ID: "0123456789abcdef0123456789abcdef", Sequence: 1}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	k := newKey(b)
+	path := filepath.Join(b.TempDir(), "audit.log")
+	l := openLog(b, path, nil)
+	appendN(b, l, 2000, EventPack)
+	if _, err := l.Checkpoint(context.Background(), k.signer); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Verify(context.Background(), []string{path}, VerifyOptions{Keys: [][]byte{k.pub}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
