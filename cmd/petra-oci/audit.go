@@ -67,7 +67,9 @@ type auditCtxKey struct{}
 type auditRecord struct {
 	name   string
 	event  audit.Event
-	log    *audit.Log
+	log    *audit.Log // without the fallback key (Check, Path)
+	opts   audit.Options
+	signed *audit.Log // with the checkpoint key, once appender ran
 	bundle *audit.Bundle
 	target string
 	done   bool // the command appended its own entry (auditExport, auditImport)
@@ -101,35 +103,57 @@ func auditLogPath(c *cli.Context) (string, error) {
 }
 
 // openAudit opens the log before the command runs, so a log that cannot be appended to
-// (or a checkpoint key that does not load) stops the command before it does anything.
+// (or an --audit-key that does not load) stops the command before it does anything. A
+// fallback key (pack's --key, unpack's --attest-key) is the command's own: it checks it
+// first, and the log loads it when it appends.
 func openAudit(c *cli.Context, name string, ev audit.Event) (*auditRecord, error) {
 	path, err := auditLogPath(c)
 	if err != nil || path == "" {
 		return nil, err
 	}
-	var signer signing.Signer
-	ref, flag := c.String("audit-key"), "--audit-key"
-	if ref == "" && auditKeyFallback[name] != "" {
-		flag = "--" + auditKeyFallback[name]
-		ref = c.String(auditKeyFallback[name])
-	}
-	if ref != "" {
-		if signer, err = signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv); err != nil {
-			return nil, fmt.Errorf("audit checkpoint key (%s): %w", flag, err)
+	opts := audit.Options{Path: path, Operator: os.Getenv("PETRA_AUDIT_OPERATOR"), Tool: "petra-oci/" + version}
+	if ref := c.String("audit-key"); ref != "" {
+		if opts.Signer, err = signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv); err != nil {
+			return nil, fmt.Errorf("--audit-key: %w", err)
 		}
 	}
-	l, err := audit.Open(audit.Options{Path: path, Signer: signer, Operator: os.Getenv("PETRA_AUDIT_OPERATOR"), Tool: "petra-oci/" + version})
+	l, err := audit.Open(opts)
 	if err != nil {
 		return nil, err
 	}
 	if err := l.Check(c.Context); err != nil {
 		return nil, err
 	}
-	rec := &auditRecord{name: name, event: ev, log: l}
+	rec := &auditRecord{name: name, event: ev, log: l, opts: opts}
 	if f := auditTargetFlag[name]; f != "" {
 		rec.target = c.String(f)
 	}
 	return rec, nil
+}
+
+// appender returns the log to append to, with the checkpoint key: --audit-key, else the
+// command's fallback key (loaded once; a key that does not load leaves the entry
+// unsigned, with a warning: the command itself reported the key).
+func (rec *auditRecord) appender(c *cli.Context) *audit.Log {
+	if rec.signed != nil {
+		return rec.signed
+	}
+	rec.signed = rec.log
+	flag := auditKeyFallback[rec.name]
+	if rec.opts.Signer != nil || flag == "" || c.String(flag) == "" {
+		return rec.signed
+	}
+	opts := rec.opts
+	s, err := signing.LoadSigner(context.WithoutCancel(c.Context), c.String(flag), signing.PasswordFromEnv)
+	if err != nil {
+		logger(c).Warn("audit: the entry is not signed: --"+flag+" does not load", "err", err)
+		return rec.signed
+	}
+	opts.Signer = s
+	if l, err := audit.Open(opts); err == nil {
+		rec.signed = l
+	}
+	return rec.signed
 }
 
 func auditRecordOf(c *cli.Context) *auditRecord {
@@ -167,7 +191,7 @@ func auditAppend(c *cli.Context, e audit.Entry) (*audit.Appended, error) {
 	if e.Unsafe == nil {
 		e.Unsafe = unsafeFlags(c)
 	}
-	a, err := rec.log.Append(context.WithoutCancel(c.Context), e)
+	a, err := rec.appender(c).Append(context.WithoutCancel(c.Context), e)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +225,7 @@ func auditImport(c *cli.Context, b *audit.Bundle, segment string, keys [][]byte)
 	if rec == nil {
 		return nil, nil
 	}
-	a, err := continueLog(c, rec.log, b, segment, keys)
+	a, err := continueLog(c, rec.appender(c), b, segment, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +278,7 @@ func (rec *auditRecord) finish(c *cli.Context, err error) error {
 		if rec.done {
 			return nil
 		}
-		a, aerr := rec.log.Append(ctx, e)
+		a, aerr := rec.appender(c).Append(ctx, e)
 		if aerr != nil {
 			return fmt.Errorf("%s completed, but its entry is not in the audit log %s: %w", rec.name, rec.log.Path(), aerr)
 		}
@@ -265,7 +289,7 @@ func (rec *auditRecord) finish(c *cli.Context, err error) error {
 	if c.Context.Err() != nil {
 		e.ExitCode = exitInterrupted
 	}
-	if a, aerr := rec.log.Append(ctx, e); aerr != nil {
+	if a, aerr := rec.appender(c).Append(ctx, e); aerr != nil {
 		logger(c).Error("audit: the refusal is not in the audit log", "log", rec.log.Path(), "err", aerr)
 	} else {
 		rec.logged(c, a)
