@@ -287,7 +287,7 @@ func (rec *auditRecord) finish(c *cli.Context, err error) error {
 	}
 	e.Event, e.Command, e.Reason, e.ExitCode = audit.EventRefuse, rec.name, err.Error(), exitCode(err)
 	if c.Context.Err() != nil {
-		e.ExitCode = exitInterrupted
+		e.Reason, e.ExitCode = "interrupted: "+e.Reason, exitInterrupted
 	}
 	if a, aerr := rec.appender(c).Append(ctx, e); aerr != nil {
 		logger(c).Error("audit: the refusal is not in the audit log", "log", rec.log.Path(), "err", aerr)
