@@ -24,9 +24,11 @@ import (
 // auditRecords returns the entries of logs as `petra-oci audit show --output json` lists them.
 func auditRecords(t *testing.T, e *env, logs ...string) []audit.Record {
 	t.Helper()
-	var recs []audit.Record
-	decodeJSON(t, e.petra(append([]string{"audit", "show", "--output", "json"}, logs...)...), &recs)
-	return recs
+	var res struct {
+		Records []audit.Record `json:"records"`
+	}
+	decodeJSON(t, e.petra(append([]string{"audit", "show", "--output", "json"}, logs...)...), &res)
+	return res.Records
 }
 
 func copyLog(t *testing.T, from, to string) {

@@ -529,7 +529,7 @@ func auditShowAction(c *cli.Context) error {
 		return err
 	}
 	if asJSON {
-		if rerr := writeJSON(c, rep.Records); rerr != nil {
+		if rerr := writeJSON(c, auditShowResult{Records: rep.Records, Verification: rep}); rerr != nil {
 			return rerr
 		}
 		return err
@@ -556,6 +556,13 @@ func auditShowAction(c *cli.Context) error {
 	fmt.Fprintln(c.App.ErrWriter)
 	renderAuditReport(c.App.ErrWriter, rep)
 	return err
+}
+
+// auditShowResult is what audit show prints with --output json: every line as read (a
+// malformed one without its entry), and the verification of them all.
+type auditShowResult struct {
+	Records      []audit.Record `json:"records"`
+	Verification *audit.Report  `json:"verification"`
 }
 
 func showBundle(b *audit.Bundle) string {
