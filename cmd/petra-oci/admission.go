@@ -76,6 +76,7 @@ fails (exit 30).`,
 				return err
 			}
 			defer v.Close()
+			auditBundle(c, reportBundle(v.Report))
 			gen, files, err := generateAdmission(c, v, opts, c.String("registry"), attestKey)
 			if err != nil {
 				return err

@@ -26,6 +26,19 @@ func interspersed(app *cli.App, args []string) []string {
 	if cmd == nil {
 		return args
 	}
+	// a subcommand (petra-oci audit verify LOG --key K) parses like a command
+	for i+1 < len(args) && len(cmd.Subcommands) > 0 {
+		var sub *cli.Command
+		for _, s := range cmd.Subcommands {
+			if s.HasName(args[i+1]) {
+				sub = s
+			}
+		}
+		if sub == nil {
+			break
+		}
+		cmd, i = sub, i+1
+	}
 	takesValue := map[string]bool{}
 	for _, f := range cmd.Flags {
 		_, isBool := f.(*cli.BoolFlag)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/internal/audit"
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
@@ -43,6 +44,8 @@ const (
 	exitPolicy      = 33  // the policy file is invalid, or no rule matches
 	exitNoEvidence  = 34  // --require-evidence: an image without a valid pack-side verification summary
 	exitVulns       = 40  // vulnerabilities over the thresholds
+	exitAudit       = 50  // an audit log does not verify (audit verify, audit continue)
+	exitAuditWrite  = 51  // the audit log cannot be appended to (the command may have done its work)
 	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
@@ -53,6 +56,9 @@ var exitCodes = []struct {
 	// first: the refusal names why each summary failed, whatever it wraps
 	{evidence.ErrNoEvidence, exitNoEvidence},
 	{signing.ErrInvalidOptions, exitUsage},
+	{audit.ErrVerify, exitAudit},
+	{audit.ErrWrite, exitAuditWrite},
+	{audit.ErrInvalidEntry, exitAuditWrite},
 	{bundle.ErrUnsigned, exitUnsigned},
 	{bundle.ErrSignature, exitSignature},
 	{layout.ErrMetadataInvalid, exitMetadata},

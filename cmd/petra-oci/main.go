@@ -58,7 +58,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.BoolFlag{Name: "debug", Usage: "log debug detail to stderr"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "log only errors to stderr"},
 		},
-		Commands: []*cli.Command{
+		Commands: audited([]*cli.Command{ // audit.go: state-changing commands append to the audit log
 			packCommand(),
 			unpackCommand(),
 			exportCommand(),
@@ -68,7 +68,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			verifyCommand(),
 			verifyBlobCommand(),
 			demoCommand(),
-		},
+			auditCommand(),
+		}),
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}
 }

@@ -139,6 +139,7 @@ docs/evidence.md). Check it with:
 			res, err := unpack.Unpack(c.Context, opts)
 			prog.done()
 			if res != nil {
+				auditBundle(c, reportBundle(res.Verification))
 				if rerr := render(c, asJSON, res, func() {
 					for _, m := range res.Images {
 						fmt.Fprintf(c.App.Writer, "%s -> %s\t%s\t%d attachments\n", m.Source, m.Destination, m.Digest, m.Attachments)

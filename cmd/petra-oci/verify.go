@@ -77,6 +77,7 @@ verify records nothing; unpack records the sequence once it has pushed the bundl
 			if err != nil {
 				return err
 			}
+			auditBundle(c, reportBundle(rep))
 			if out := c.String("report"); out != "" {
 				if err := writeReport(c, c.Args().First(), out, rep); err != nil {
 					return err
