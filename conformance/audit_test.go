@@ -237,13 +237,6 @@ func TestAuditTrail(t *testing.T) {
 	}
 }
 
-// Exit codes the suite expects (cmd/petra-oci/exit.go, docs/bundle-format.md).
-const (
-	exitSignatureCode = 11
-	exitReplayCode    = 13
-	exitAuditCode     = 50
-)
-
 func keyID(t *testing.T, pubPath string) string {
 	t.Helper()
 	b, err := os.ReadFile(pubPath)

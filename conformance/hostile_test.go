@@ -53,16 +53,21 @@ const (
 )
 
 // Exit codes of petra-oci verify and unpack the suite expects (see
-// docs/bundle-format.md); the ones before 25 are used as literals.
+// docs/bundle-format.md).
 const (
+	exitFailureCode      = 1
 	exitUsageCode        = 2
+	exitSignatureCode    = 11 // bundle.ErrSignature
 	exitReplayedSequence = 13 // replay.ErrReplay
+	exitReplayCode       = exitReplayedSequence
+	exitFileChangedCode  = 20 // layout.ErrFileChanged
 	exitRollback         = 15 // a tag would move back to content of an older bundle
 	exitNotCoveredCode   = 25 // an image in index.json and not in the signed list, or the reverse
 	exitOrphan           = 26 // referrers.ErrOrphan
 	exitKindMismatch     = 27 // referrers.ErrKindMismatch
 	exitInvalidName      = 28 // oci.ErrInvalidName
 	exitImagePolicy      = 30 // an image fails the policy
+	exitAuditCode        = 50 // audit.ErrVerify
 )
 
 // hostileKinds are the destinations every case runs against.

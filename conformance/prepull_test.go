@@ -615,9 +615,3 @@ func TestPrepullContainerd(t *testing.T) {
 	})
 }
 
-// Exit codes of cmd/petra-oci/exit.go the suite expects besides hostile_test.go's.
-const (
-	exitFailureCode     = 1
-	exitSignatureCode   = 11
-	exitFileChangedCode = 20
-)
