@@ -11,6 +11,7 @@ import (
 	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/replay"
+	"github.com/petra-oci/petra-oci/internal/serve"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -53,6 +54,8 @@ var exitCodes = []struct {
 	// first: the refusal names why each summary failed, whatever it wraps
 	{evidence.ErrNoEvidence, exitNoEvidence},
 	{signing.ErrInvalidOptions, exitUsage},
+	{serve.ErrPlainHTTP, exitUsage},
+	{serve.ErrOptions, exitUsage},
 	{bundle.ErrUnsigned, exitUnsigned},
 	{bundle.ErrSignature, exitSignature},
 	{layout.ErrMetadataInvalid, exitMetadata},

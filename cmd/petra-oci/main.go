@@ -61,6 +61,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			packCommand(),
 			unpackCommand(),
+			serveCommand(),
 			admissionCommand(),
 			inspectCommand(),
 			signCommand(),
