@@ -12,10 +12,13 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// chunkSize is the read size of a blob stream; a stream holds two chunks (the one
-// being read and the one held back), so memory per request is bounded by 2×chunkSize
-// whatever the blob's size.
-const chunkSize = 256 << 10
+// chunkSize is the read size of a blob stream. A stream holds at most readAhead+2
+// chunks (one being read, readAhead queued, one held back or being written), so memory
+// per request is bounded by (readAhead+2)×chunkSize whatever the blob's size.
+const (
+	chunkSize = 512 << 10
+	readAhead = 2
+)
 
 var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
@@ -114,54 +117,96 @@ func (q *request) stream(desc ocispec.Descriptor, partial bool, start, end int64
 	}
 	q.w.WriteHeader(status)
 
-	bufs := [2]*[]byte{chunks.Get().(*[]byte), chunks.Get().(*[]byte)}
-	defer chunks.Put(bufs[0])
-	defer chunks.Put(bufs[1])
-	k := 0
-	var pending []byte
-	var pos int64
-	for {
-		b := *bufs[k]
-		n, err := rc.Read(b)
-		if n > 0 {
+	// A reader goroutine reads and hashes ahead (at most readAhead chunks queued) while
+	// this one writes, so hashing overlaps the socket writes. A chunk is written only
+	// once the next one exists; the last one only once the reader has verified the
+	// whole blob.
+	type chunk struct {
+		buf  *[]byte
+		data []byte
+	}
+	queue := make(chan chunk, readAhead)
+	verdict := make(chan error, 1)
+	stop := make(chan struct{})
+	var readerDone sync.WaitGroup
+	readerDone.Add(1)
+	go func() {
+		defer readerDone.Done()
+		defer close(queue)
+		var pos int64
+		for {
+			buf := chunks.Get().(*[]byte)
+			n, err := rc.Read(*buf)
 			lo, hi := max(start, pos), min(end+1, pos+int64(n))
-			pos += int64(n)
 			if lo < hi {
-				if pending != nil {
-					if _, werr := q.w.Write(pending); werr != nil {
-						q.aborted = "client gone"
-						return
-					}
+				c := chunk{buf: buf, data: (*buf)[lo-pos : hi-pos]}
+				select {
+				case queue <- c:
+				case <-stop:
+					chunks.Put(buf)
+					return
 				}
-				pending = b[lo-(pos-int64(n)) : hi-(pos-int64(n))]
-				k ^= 1
+			} else {
+				chunks.Put(buf)
 			}
-		}
-		if err == io.EOF {
-			if pending != nil {
-				if _, werr := q.w.Write(pending); werr != nil {
-					q.aborted = "client gone"
+			pos += int64(n)
+			if err != nil {
+				if err == io.EOF {
+					err = nil
 				}
-			}
-			return
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				q.aborted = "client gone"
+				verdict <- err
 				return
 			}
-			what := "content changed after verification"
-			if tampered(err) {
-				q.s.tampered.Add(1)
-				q.s.log.Error("blob changed on disk after verification: response cut", "digest", desc.Digest, "path", q.r.URL.Path, "error", err)
-			} else {
-				what = "read error"
-				q.s.log.Error("reading a blob: response cut", "digest", desc.Digest, "error", err)
-			}
-			q.aborted = what
-			panic(http.ErrAbortHandler)
 		}
+	}()
+	defer func() {
+		close(stop)
+		for c := range queue { // unblock and drain the reader
+			chunks.Put(c.buf)
+		}
+		readerDone.Wait()
+	}()
+	var pending *chunk
+	for c := range queue {
+		if pending != nil {
+			_, werr := q.w.Write(pending.data)
+			chunks.Put(pending.buf)
+			pending = nil
+			if werr != nil {
+				q.aborted = "client gone"
+				chunks.Put(c.buf)
+				return
+			}
+		}
+		pending = &c
 	}
+	err = <-verdict
+	if err == nil {
+		if pending != nil {
+			if _, werr := q.w.Write(pending.data); werr != nil {
+				q.aborted = "client gone"
+			}
+			chunks.Put(pending.buf)
+		}
+		return
+	}
+	if pending != nil {
+		chunks.Put(pending.buf) // never sent
+	}
+	if ctx.Err() != nil {
+		q.aborted = "client gone"
+		return
+	}
+	what := "content changed after verification"
+	if tampered(err) {
+		q.s.tampered.Add(1)
+		q.s.log.Error("blob changed on disk after verification: response cut", "digest", desc.Digest, "path", q.r.URL.Path, "error", err)
+	} else {
+		what = "read error"
+		q.s.log.Error("reading a blob: response cut", "digest", desc.Digest, "error", err)
+	}
+	q.aborted = what
+	panic(http.ErrAbortHandler)
 }
 
 // parseRange parses a single byte range against size. ok is false (serve the whole
