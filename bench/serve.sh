@@ -16,7 +16,7 @@
 # pulls, and serve's throughput ratio to distribution (>= 1.00 means serve is at least as fast).
 #
 # Settings (environment): BENCH_IMAGES (20), BENCH_BASE_MB (40), BENCH_UNIQUE_MB (16),
-# BENCH_RUNS (3), BENCH_KEEP (0; 1 keeps .bench/serve).
+# BENCH_RUNS (5), BENCH_KEEP (0; 1 keeps .bench/serve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -24,7 +24,7 @@ ROOT=$PWD
 N=${BENCH_IMAGES:-20}
 BASE_MB=${BENCH_BASE_MB:-40}
 UNIQUE_MB=${BENCH_UNIQUE_MB:-16}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 KEEP=${BENCH_KEEP:-0}
 
 TOOLS=$(go env GOPATH)/bin
