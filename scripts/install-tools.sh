@@ -25,6 +25,9 @@ GATOR_VERSION=v3.23.1
 # policy-controller's tester (installed as policy-tester): runs the generated
 # ClusterImagePolicies and TrustRoot against a registry (conformance/admission_test.go).
 POLICY_CONTROLLER_VERSION=v0.13.1
+# the OCI distribution-spec conformance tool (installed as oci-conformance): run read-only
+# against petra-oci serve (conformance/serve_test.go).
+OCI_CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 
@@ -84,6 +87,31 @@ policy_tester() {
 	fi
 	mv -f "$tmp/policy-tester" "$TOOLS_BIN/policy-tester"
 	rm -rf "$tmp"
+}
+
+# oci-conformance: a main package with its own go.mod, built with go build in the
+# downloaded module's directory. The build embeds no module version, so the version is
+# stamped into main.Version, which 'go version -m' shows in the build's -ldflags.
+has_oci_conformance() {
+	local bin=$TOOLS_BIN/oci-conformance
+	[ -x "$bin" ] || return 1
+	go version -m "$bin" 2>/dev/null | grep -q -- "-X main.Version=$OCI_CONFORMANCE_VERSION" &&
+		go version -m "$bin" 2>/dev/null | awk '$1=="path" && $2=="github.com/opencontainers/distribution-spec/conformance" {f=1} END {exit !f}'
+}
+oci_conformance() {
+	if has_oci_conformance; then log "oci-conformance $OCI_CONFORMANCE_VERSION present"; return; fi
+	log "building oci-conformance (distribution-spec conformance $OCI_CONFORMANCE_VERSION)"
+	local dir tmp
+	dir=$(go mod download -json "github.com/opencontainers/distribution-spec/conformance@$OCI_CONFORMANCE_VERSION" |
+		awk -F'"' '$2=="Dir" {print $4}')
+	[ -n "$dir" ] || { log "distribution-spec conformance $OCI_CONFORMANCE_VERSION: no module directory"; return 1; }
+	tmp=$(mktemp -d "$TOOLS_BIN/.oci-conformance.XXXXXX")
+	if ! (cd "$dir" && go build -o "$tmp/oci-conformance" -ldflags "-X main.Version=$OCI_CONFORMANCE_VERSION" .); then
+		rm -rf "$tmp"
+		return 1
+	fi
+	mv -f "$tmp/oci-conformance" "$TOOLS_BIN/oci-conformance"
+	rmdir "$tmp"
 }
 
 # olareg: 'go install olareg@v0.2.2' is refused by the proxy, so build it from this module,
@@ -147,6 +175,7 @@ main() {
 	spawn gator    goinstall gator    github.com/open-policy-agent/gatekeeper/v3 github.com/open-policy-agent/gatekeeper/v3/cmd/gator "$GATOR_VERSION"
 	spawn registry goinstall registry github.com/distribution/distribution/v3  github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION"
 	spawn olareg   olareg
+	spawn oci-conformance oci_conformance
 	spawn regctl   goinstall regctl   github.com/regclient/regclient           github.com/regclient/regclient/cmd/regctl            "$REGCTL_VERSION"
 	spawn oras     goinstall oras     oras.land/oras                          oras.land/oras/cmd/oras                              "$ORAS_VERSION"
 	spawn crane    goinstall crane    github.com/google/go-containerregistry   github.com/google/go-containerregistry/cmd/crane     "$CRANE_VERSION"

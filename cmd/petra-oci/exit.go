@@ -12,6 +12,7 @@ import (
 	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/replay"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
+	"github.com/petra-oci/petra-oci/internal/serve"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -59,6 +60,8 @@ var exitCodes = []struct {
 	{audit.ErrVerify, exitAudit},
 	{audit.ErrWrite, exitAuditWrite},
 	{audit.ErrInvalidEntry, exitAuditWrite},
+	{serve.ErrPlainHTTP, exitUsage},
+	{serve.ErrOptions, exitUsage},
 	{bundle.ErrUnsigned, exitUnsigned},
 	{bundle.ErrSignature, exitSignature},
 	{layout.ErrMetadataInvalid, exitMetadata},

@@ -62,6 +62,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			packCommand(),
 			unpackCommand(),
 			exportCommand(),
+			serveCommand(),
 			admissionCommand(),
 			inspectCommand(),
 			signCommand(),
