@@ -17,6 +17,10 @@ import (
 	"github.com/petra-oci/petra-oci/layout"
 )
 
+// saveEvery is how many tar bytes extraction reads between two saves of the resume
+// state (and progress events); tests lower it.
+var saveEvery int64 = 64 << 20
+
 // maxNameBytes bounds an entry name (the metadata bounds its paths the same way).
 const maxNameBytes = 4096
 
@@ -61,6 +65,11 @@ var errLimit = errors.New("limit reached")
 
 func (c *countReader) Read(p []byte) (int, error) {
 	if c.limit > 0 && c.n >= c.limit {
+		// at the limit: the stream must end here
+		var probe [1]byte
+		if n, err := c.r.Read(probe[:]); n == 0 && err == io.EOF {
+			return 0, io.EOF
+		}
 		return 0, errLimit
 	}
 	if c.limit > 0 && int64(len(p)) > c.limit-c.n {
@@ -124,7 +133,7 @@ func (x *extractor) run(ctx context.Context, r io.Reader) error {
 		}
 		// the next header starts at the next 512-byte boundary
 		x.st.Offset = roundUp(cr.n, 512)
-		if cr.n-lastBytes >= 64<<20 || time.Since(lastSave) > 2*time.Second {
+		if cr.n-lastBytes >= saveEvery || time.Since(lastSave) > 2*time.Second {
 			if err := x.save(); err != nil {
 				return err
 			}
@@ -276,6 +285,9 @@ func (x *extractor) entry(ctx context.Context, tr *tar.Reader, h *tar.Header, bu
 	if isDir {
 		if !x.dirs[name] {
 			return refuse(h.Name, ErrUnlisted, "a directory the signed metadata does not describe")
+		}
+		if x.meta == nil {
+			return nil // made once the metadata verified
 		}
 		if err := x.root.MkdirAll(filepath.FromSlash(name), 0o755); err != nil {
 			return fmt.Errorf("creating %s: %w", name, err)

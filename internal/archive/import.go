@@ -497,7 +497,10 @@ func (im *importer) hashChunks(ctx context.Context, ix *Index, paths map[int]str
 			status[i].Status, status[i].Detail = "bad", fmt.Sprintf("%d bytes, the index says %d", fi.Size(), c.Size)
 			continue
 		}
-		if v, ok := im.st.Verified[c.Name]; ok && v.SHA256 == c.SHA256 && v.Size == fi.Size() && v.ModTime == fi.ModTime().UnixNano() {
+		mu.Lock()
+		v, ok := im.st.Verified[c.Name]
+		mu.Unlock()
+		if ok && v.SHA256 == c.SHA256 && v.Size == fi.Size() && v.ModTime == fi.ModTime().UnixNano() {
 			status[i].Status = "verified-earlier"
 			continue
 		}
@@ -616,4 +619,24 @@ func (m *multiChunk) Close() error {
 		return m.f.Close()
 	}
 	return nil
+}
+
+// Offset and size return the place of the chunk in the archive (parity: 0, 0 past the
+// end), for reports.
+func (s ChunkStatus) Offset(ix *Index) int64 {
+	for _, c := range ix.data() {
+		if c.Name == s.Name {
+			return c.Offset
+		}
+	}
+	return ix.Archive.Size
+}
+
+func (s ChunkStatus) size(ix *Index) int64 {
+	for _, c := range ix.data() {
+		if c.Name == s.Name {
+			return c.Size
+		}
+	}
+	return 1
 }
