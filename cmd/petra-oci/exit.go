@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/petra-oci/petra-oci/internal/analyze/job"
+	"github.com/petra-oci/petra-oci/internal/archive"
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
@@ -43,6 +44,12 @@ const (
 	exitPolicy      = 33  // the policy file is invalid, or no rule matches
 	exitNoEvidence  = 34  // --require-evidence: an image without a valid pack-side verification summary
 	exitVulns       = 40  // vulnerabilities over the thresholds
+	exitChunk       = 50  // import: a chunk missing or corrupted beyond what parity rebuilds
+	exitStaleChunk  = 51  // import: a chunk file the signed chunk index does not list
+	exitUnsafeEntry = 52  // import: a path traversal, link, device, duplicate or malformed header
+	exitUnlisted    = 53  // import: an entry or size beyond the signed metadata (decompression bomb)
+	exitNotExport   = 54  // import: not a petra-oci export, or a chunk index that breaks the format
+	exitExists      = 55  // export/import: the output already exists
 	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
@@ -53,6 +60,15 @@ var exitCodes = []struct {
 	// first: the refusal names why each summary failed, whatever it wraps
 	{evidence.ErrNoEvidence, exitNoEvidence},
 	{signing.ErrInvalidOptions, exitUsage},
+	{archive.ErrIndexUnsigned, exitUnsigned},
+	{archive.ErrIndexSignature, exitSignature},
+	{archive.ErrChunk, exitChunk},
+	{archive.ErrStaleChunk, exitStaleChunk},
+	{archive.ErrUnsafeEntry, exitUnsafeEntry},
+	{archive.ErrUnlisted, exitUnlisted},
+	{archive.ErrNotExport, exitNotExport},
+	{archive.ErrIndexInvalid, exitNotExport},
+	{archive.ErrExists, exitExists},
 	{bundle.ErrUnsigned, exitUnsigned},
 	{bundle.ErrSignature, exitSignature},
 	{layout.ErrMetadataInvalid, exitMetadata},

@@ -67,6 +67,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			verifyCommand(),
 			verifyBlobCommand(),
 			demoCommand(),
+			exportCommand(),
+			importCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}

@@ -97,6 +97,9 @@ func Import(ctx context.Context, src string, opts ImportOptions) (*ImportResult,
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
 	work := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".petra-import")
 	im := &importer{opts: opts, out: out, work: work, res: &ImportResult{Out: out}}
 	if fi.IsDir() {
