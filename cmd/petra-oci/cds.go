@@ -23,6 +23,7 @@ func archiveExportFlags() []cli.Flag {
 		&cli.StringFlag{Name: "split", Usage: "write data chunks of `SIZE` (bytes, or with K, M, G, T: binary multiples) and a chunk index signed with --key"},
 		&cli.IntFlag{Name: "parity", Usage: "add `N` Reed-Solomon parity chunks (with --split): any N lost or corrupted chunks are rebuilt at import"},
 		&cli.BoolFlag{Name: "zstd", Usage: "compress the tar stream with zstd"},
+		&cli.BoolFlag{Name: "sync", Usage: "fsync every file written before the rename into place (durable against a crash right after the export)"},
 		outputFlag(),
 	}, signFlags()...)
 }
@@ -55,7 +56,7 @@ func exportArchive(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := archive.ExportOptions{Out: c.String("out"), Parity: c.Int("parity"), Zstd: c.Bool("zstd")}
+	opts := archive.ExportOptions{Out: c.String("out"), Parity: c.Int("parity"), Zstd: c.Bool("zstd"), Sync: c.Bool("sync")}
 	if s := c.String("split"); s != "" {
 		if opts.SplitSize, err = parseSize(s); err != nil {
 			return cli.Exit("export: --split: "+err.Error(), exitUsage)

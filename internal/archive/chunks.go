@@ -1,14 +1,10 @@
 package archive
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,9 +18,9 @@ type chunkWriter struct {
 	dir    string
 	size   int64
 	chunks []Chunk
+	sync   bool
 	f      *os.File
-	bw     *bufio.Writer
-	h      hash.Hash
+	h      *asyncHash
 	n      int64 // bytes in the current chunk
 	off    int64 // archive bytes before the current chunk
 }
@@ -38,7 +34,7 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 			}
 		}
 		k := int(min(int64(len(p)), c.size-c.n))
-		n, err := c.bw.Write(p[:k])
+		n, err := c.f.Write(p[:k])
 		c.h.Write(p[:n])
 		c.n += int64(n)
 		written += n
@@ -61,7 +57,7 @@ func (c *chunkWriter) open() error {
 	if err != nil {
 		return err
 	}
-	c.f, c.bw, c.h, c.n = f, bufio.NewWriterSize(f, copyBufSize), sha256.New(), 0
+	c.f, c.h, c.n = f, newAsyncHash(), 0
 	c.chunks = append(c.chunks, Chunk{Name: name, Role: RoleData, Offset: c.off})
 	return nil
 }
@@ -70,8 +66,8 @@ func (c *chunkWriter) closeChunk() error {
 	if c.f == nil {
 		return nil
 	}
-	err := c.bw.Flush()
-	if err == nil {
+	var err error
+	if c.sync {
 		err = c.f.Sync()
 	}
 	if cerr := c.f.Close(); err == nil {
@@ -81,7 +77,7 @@ func (c *chunkWriter) closeChunk() error {
 		return fmt.Errorf("writing chunk %s: %w", c.f.Name(), err)
 	}
 	last := &c.chunks[len(c.chunks)-1]
-	last.Size, last.SHA256 = c.n, hex.EncodeToString(c.h.Sum(nil))
+	last.Size, last.SHA256 = c.n, c.h.sum()
 	c.off += c.n
 	c.f = nil
 	return nil
@@ -106,8 +102,8 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 			os.RemoveAll(tmp)
 		}
 	}()
-	cw := &chunkWriter{dir: tmp, size: opts.SplitSize}
-	archive := &countingHash{w: cw, h: sha256.New()}
+	cw := &chunkWriter{dir: tmp, size: opts.SplitSize, sync: opts.Sync}
+	archive := &countingHash{w: cw, h: newAsyncHash()}
 	zw, closeZ, err := compressed(archive, opts.Zstd)
 	if err != nil {
 		return err
@@ -125,7 +121,7 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 	ix := &Index{MediaType: IndexMediaType, BundleID: res.BundleID, Sequence: res.Sequence, MetadataDigest: res.MetadataDigest,
 		Archive: archiveInfo(archive, tarSide, opts.Zstd), ChunkSize: opts.SplitSize, Chunks: cw.chunks}
 	if opts.Parity > 0 {
-		p, chunks, err := writeParity(ctx, tmp, cw.chunks, opts.SplitSize, opts.Parity, opts.Progress)
+		p, chunks, err := writeParity(ctx, tmp, cw.chunks, opts.SplitSize, opts.Parity, opts.Sync, opts.Progress)
 		if err != nil {
 			return fmt.Errorf("export: parity: %w", err)
 		}
@@ -147,7 +143,7 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 		name string
 		b    []byte
 	}{{IndexFile, b}, {IndexSignatureFile, sig}} {
-		if err := writeSynced(filepath.Join(tmp, f.name), f.b); err != nil {
+		if err := writeFile(filepath.Join(tmp, f.name), f.b, opts.Sync); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
 	}
@@ -163,13 +159,13 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 	return nil
 }
 
-func writeSynced(p string, b []byte) error {
+func writeFile(p string, b []byte, sync bool) error {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(b)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

@@ -5,7 +5,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -46,6 +45,11 @@ type ExportOptions struct {
 	// signed the bundle's metadata: Export checks that the metadata signature
 	// verifies with its public key.
 	Signer signing.Signer
+	// Sync flushes every file written to stable storage (fsync) before the rename
+	// into place. Without it a crash soon after the export may leave chunks the page
+	// cache had not written out yet: import then finds them bad against the signed
+	// index (and parity may rebuild them), as it would any damaged chunk.
+	Sync bool
 	// Progress, when set, receives progress events.
 	Progress func(Event)
 }
@@ -335,15 +339,16 @@ func (s *exportSource) copyFile(ctx context.Context, tw *tar.Writer, e entry, bu
 	if err := tw.WriteHeader(header(e, s.mtime)); err != nil {
 		return fmt.Errorf("tar header of %s: %w", e.name, err)
 	}
-	h := sha256.New()
+	h := newAsyncHash()
 	n, err := io.CopyBuffer(io.MultiWriter(tw, h), &ctxReader{ctx, io.LimitReader(f, e.size)}, buf)
+	sum := h.sum()
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", e.name, err)
 	}
 	if n != e.size {
 		return &layout.FileError{Path: e.name, Kind: layout.ErrFileChanged, Detail: fmt.Sprintf("%d bytes read, the metadata says %d", n, e.size)}
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != e.sum {
+	if got := sum; got != e.sum {
 		return &layout.FileError{Path: e.name, Kind: layout.ErrFileChanged, Detail: "sha256 " + got + ", the metadata says " + e.sum}
 	}
 	return nil
@@ -392,7 +397,7 @@ func exportFile(ctx context.Context, src *exportSource, opts ExportOptions, res 
 		}
 	}()
 	bw := bufio.NewWriterSize(f, copyBufSize)
-	archive := &countingHash{w: bw, h: sha256.New()}
+	archive := &countingHash{w: bw, h: newAsyncHash()}
 	tarSide := &countingHash{w: nil, h: nullHash{}}
 	zw, closeZ, err := compressed(archive, opts.Zstd)
 	if err != nil {
@@ -408,8 +413,10 @@ func exportFile(ctx context.Context, src *exportSource, opts ExportOptions, res 
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("export: writing %s: %w", out, err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("export: %w", err)
+	if opts.Sync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("export: %w", err)

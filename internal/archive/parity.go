@@ -55,7 +55,7 @@ func readPadded(f *os.File, buf []byte, off, size int64) error {
 
 // writeParity computes p parity chunks over the data chunks in dir, stripe by stripe,
 // and writes them beside the data.
-func writeParity(ctx context.Context, dir string, data []Chunk, chunkSize int64, p int, progress func(Event)) (*Parity, []Chunk, error) {
+func writeParity(ctx context.Context, dir string, data []Chunk, chunkSize int64, p int, sync bool, progress func(Event)) (*Parity, []Chunk, error) {
 	d := len(data)
 	if d+p > maxChunks {
 		return nil, nil, fmt.Errorf("%d data and %d parity chunks: at most %d in all", d, p, maxChunks)
@@ -116,8 +116,10 @@ func writeParity(ctx context.Context, dir string, data []Chunk, chunkSize int64,
 		if err := bws[j].Flush(); err != nil {
 			return nil, nil, err
 		}
-		if err := out[j].Sync(); err != nil {
-			return nil, nil, err
+		if sync {
+			if err := out[j].Sync(); err != nil {
+				return nil, nil, err
+			}
 		}
 		chunks[j].SHA256 = hex.EncodeToString(hs[j].Sum(nil))
 	}
