@@ -13,7 +13,8 @@
 #            bundle verification of petra-oci verify)
 #
 # and prints petra-oci / baseline ratios. Every file is read once before the timed runs,
-# so all of them start from a warm page cache. Settings: BENCH_TRANSFER_SIZES,
+# so all of them start from a warm page cache, and sync runs before each, so none pays
+# for the write-back of another. Settings: BENCH_TRANSFER_SIZES,
 # BENCH_SPLIT (256M), BENCH_KEEP (0; 1 keeps .bench/transfer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,7 @@ export COSIGN_PASSWORD=
 timed() {
 	local key=$1
 	shift
+	sync # write back what the previous run left dirty, so no run pays for another's
 	if ! "$TIME" -f '%e %M' -o "$WORK/$key.time" "$@" >"$WORK/$key.log" 2>&1; then
 		tail -n 5 "$WORK/$key.log" >&2
 		die "$key failed: $*"
