@@ -7,7 +7,7 @@ export PATH := $(GOBIN_DIR):$(PATH)
 
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build tools test demo bench bench-verify bench-serve fips clean
+.PHONY: build tools test demo bench bench-verify bench-serve bench-transfer fips clean
 
 build:
 	go build -o bin/ ./cmd/petra-oci ./cmd/petra-oci-analyze
@@ -29,12 +29,15 @@ bench:
 	bench/run.sh
 	bench/verify.sh
 	bench/serve.sh
+	bench/transfer.sh
 
 bench-verify:
 	bench/verify.sh
 
 bench-serve:
 	bench/serve.sh
+bench-transfer:
+	bench/transfer.sh
 
 fips:
 	mkdir -p bin/fips && GOFIPS140=v1.0.0 go build -o bin/fips/ ./cmd/petra-oci ./cmd/petra-oci-analyze

@@ -108,16 +108,16 @@ func (c *prepullCase) attachments() []bundle.Manifest {
 	return out
 }
 
-// archive is a pre-pull archive read back.
-type archive struct {
+// prepullArchive is a pre-pull archive read back.
+type prepullArchive struct {
 	names []string // in archive order
 	blobs map[digest.Digest][]byte
 	index ocispec.Index
 }
 
-func readArchive(t *testing.T, r io.Reader) *archive {
+func readArchive(t *testing.T, r io.Reader) *prepullArchive {
 	t.Helper()
-	a := &archive{blobs: map[digest.Digest][]byte{}}
+	a := &prepullArchive{blobs: map[digest.Digest][]byte{}}
 	tr := tar.NewReader(r)
 	var indexBytes []byte
 	for {
@@ -162,7 +162,7 @@ func readArchive(t *testing.T, r io.Reader) *archive {
 	return a
 }
 
-func readArchiveFile(t *testing.T, path string) *archive {
+func readArchiveFile(t *testing.T, path string) *prepullArchive {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -174,7 +174,7 @@ func readArchiveFile(t *testing.T, path string) *archive {
 
 // namedEntries maps io.containerd.image.name to digest over index.json; unnamed
 // counts the entries without a name.
-func (a *archive) namedEntries(t *testing.T) (named map[string]string, unnamed []ocispec.Descriptor) {
+func (a *prepullArchive) namedEntries(t *testing.T) (named map[string]string, unnamed []ocispec.Descriptor) {
 	t.Helper()
 	named = map[string]string{}
 	for _, d := range a.index.Manifests {
@@ -598,11 +598,11 @@ func TestPrepullContainerd(t *testing.T) {
 	t.Run("usage", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "x.tar")
 		for name, args := range map[string][]string{
-			"no format":     {"export", "--registry", prepullRegistry, "--key", c.keys.pub, "-o", out, c.dir},
-			"other format":  {"export", "--format", "oci-archive", "--registry", prepullRegistry, "--key", c.keys.pub, "-o", out, c.dir},
-			"no registry":   {"export", "--format", "containerd", "--key", c.keys.pub, "-o", out, c.dir},
-			"json + stdout": {"export", "--format", "containerd", "--registry", prepullRegistry, "--key", c.keys.pub, "-o", "-", "--output", "json", c.dir},
-			"gzip name":     {"export", "--format", "containerd", "--registry", prepullRegistry, "--key", c.keys.pub, "-o", out + ".gz", c.dir},
+			"registry, bundle format": {"export", "--registry", prepullRegistry, "--key", c.keys.pub, "-o", out, c.dir},
+			"other format":            {"export", "--format", "oci-archive", "--registry", prepullRegistry, "--key", c.keys.pub, "-o", out, c.dir},
+			"no registry":             {"export", "--format", "containerd", "--key", c.keys.pub, "-o", out, c.dir},
+			"json + stdout":           {"export", "--format", "containerd", "--registry", prepullRegistry, "--key", c.keys.pub, "-o", "-", "--output", "json", c.dir},
+			"gzip name":               {"export", "--format", "containerd", "--registry", prepullRegistry, "--key", c.keys.pub, "-o", out + ".gz", c.dir},
 		} {
 			r := c.e.run(petraBin, args...)
 			assertExit(t, name, r, exitUsageCode)
@@ -614,4 +614,3 @@ func TestPrepullContainerd(t *testing.T) {
 		}
 	})
 }
-

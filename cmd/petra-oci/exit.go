@@ -5,6 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/internal/archive"
 	"github.com/petra-oci/petra-oci/internal/audit"
 	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/evidence"
@@ -47,6 +48,12 @@ const (
 	exitVulns       = 40  // vulnerabilities over the thresholds
 	exitAudit       = 50  // an audit log does not verify (audit verify, audit continue)
 	exitAuditWrite  = 51  // the audit log cannot be appended to (the command may have done its work)
+	exitChunk       = 60  // import: a chunk missing or corrupted beyond what parity rebuilds
+	exitStaleChunk  = 61  // import: a chunk file the signed chunk index does not list
+	exitUnsafeEntry = 62  // import: a path traversal, link, device, duplicate or malformed header
+	exitUnlisted    = 63  // import: an entry or size beyond the signed metadata (decompression bomb)
+	exitNotExport   = 64  // import: not a petra-oci export, or a chunk index that breaks the format
+	exitExists      = 65  // export/import: the output already exists
 	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
@@ -62,6 +69,15 @@ var exitCodes = []struct {
 	{audit.ErrInvalidEntry, exitAuditWrite},
 	{serve.ErrPlainHTTP, exitUsage},
 	{serve.ErrOptions, exitUsage},
+	{archive.ErrIndexUnsigned, exitUnsigned},
+	{archive.ErrIndexSignature, exitSignature},
+	{archive.ErrChunk, exitChunk},
+	{archive.ErrStaleChunk, exitStaleChunk},
+	{archive.ErrUnsafeEntry, exitUnsafeEntry},
+	{archive.ErrUnlisted, exitUnlisted},
+	{archive.ErrNotExport, exitNotExport},
+	{archive.ErrIndexInvalid, exitNotExport},
+	{archive.ErrExists, exitExists},
 	{bundle.ErrUnsigned, exitUnsigned},
 	{bundle.ErrSignature, exitSignature},
 	{layout.ErrMetadataInvalid, exitMetadata},

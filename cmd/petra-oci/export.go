@@ -22,12 +22,33 @@ func containerdExportFlags() []cli.Flag {
 	}
 }
 
+// uniqueFlags joins flag groups, keeping the first flag of each name: the shared
+// definitions come first, then each format's own.
+func uniqueFlags(groups ...[]cli.Flag) []cli.Flag {
+	seen := map[string]bool{}
+	var out []cli.Flag
+	for _, g := range groups {
+		for _, f := range g {
+			if name := f.Names()[0]; !seen[name] {
+				seen[name] = true
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
 func exportCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "export",
-		Usage:     "write a verified bundle as an archive: --format containerd is a pre-pull archive for ctr, k3s and RKE2",
+		Usage:     "write a bundle for the transfer (--format bundle: one deterministic archive, or chunks with a signed index and parity) or as a containerd pre-pull archive (--format containerd)",
 		ArgsUsage: "DIR",
-		Description: `--format containerd writes an OCI image layout tar holding only the images and their
+		Description: `--format bundle (the default) writes the bundle as one deterministic tar (-o FILE), or
+with --split SIZE as numbered chunks plus a chunk index signed with --key (the bundle's
+private key), with --parity N Reed-Solomon chunks so that any N lost or corrupted
+chunks are rebuilt by 'petra-oci import' (docs/transfer.md).
+
+--format containerd writes an OCI image layout tar holding only the images and their
 children, each listed under the name the internal registry gives it (--registry, named
 as unpack --to names them) by tag and by digest, every digest unchanged. Import it with
   ctr -n k8s.io images import images.tar
@@ -44,23 +65,35 @@ replay state is checked, never recorded. The archive is written to a temporary f
 next to -o and renamed once complete; -o - streams it to stdout (a failure half way
 then leaves a truncated stream and a non-zero exit). The same bundle and flags give the
 same bytes.`,
-		Flags: append(append(append([]cli.Flag{
-			&cli.StringFlag{Name: "format", Usage: "archive `FORMAT`: containerd"},
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "archive `FILE` to write, - for stdout"},
-			outputFlag(),
-		}, containerdExportFlags()...), verifyFlags()...), replayFlags()...),
+		Flags: uniqueFlags(
+			[]cli.Flag{
+				&cli.StringFlag{Name: "format", Value: "bundle", Usage: "archive `FORMAT`: bundle (a petra-oci archive or chunks, for import on the far side: docs/transfer.md) or containerd (a pre-pull archive: docs/prepull.md)"},
+				&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "`FILE` to write (containerd: - for stdout; bundle with --split: the chunk DIR to create)"},
+				&cli.StringFlag{Name: "key", Usage: "bundle format: the bundle's private key `KEY` (file or KMS) that signs the chunk index; containerd format: the bundle's public key that verifies it"},
+				&cli.BoolFlag{Name: "zstd", Usage: "compress with zstd (containerd: implied by -o ending in .zst or .tzst; k3s and RKE2 read it, ctr does not)"},
+				outputFlag(),
+			},
+			archiveExportFlags(), containerdExportFlags(), verifyFlags(), replayFlags(),
+		),
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return cli.Exit("export: give exactly one bundle DIR", exitUsage)
-			}
-			if err := required(c, "format"); err != nil {
-				return err
+			only := map[string][]string{"bundle": {"split", "parity", "sync"}, prepull.Format: {"registry", "platform", "with-attachments"}}
+			for format, flags := range only {
+				for _, fl := range flags {
+					if c.IsSet(fl) && c.String("format") != format {
+						return cli.Exit(fmt.Sprintf("export: --%s is a flag of --format %s (this is --format %s)", fl, format, c.String("format")), exitUsage)
+					}
+				}
 			}
 			switch f := c.String("format"); f {
+			case "bundle":
+				return exportArchive(c)
 			case prepull.Format:
+				if c.NArg() != 1 {
+					return cli.Exit("export: give exactly one bundle DIR", exitUsage)
+				}
 				return exportContainerd(c)
 			default:
-				return cli.Exit(fmt.Sprintf("export: --format %q is not a format this build writes: use --format containerd", f), exitUsage)
+				return cli.Exit(fmt.Sprintf("export: --format %q: want bundle or containerd", f), exitUsage)
 			}
 		},
 	}

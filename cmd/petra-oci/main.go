@@ -69,6 +69,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			verifyCommand(),
 			verifyBlobCommand(),
 			demoCommand(),
+			importCommand(),
 			auditCommand(),
 		}),
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# make bench (transfer rows): petra-oci export / import against tar and split on the
+# same bundle. A measurement, not a test.
+#
+# For each size in BENCH_TRANSFER_SIZES (MiB; default "256 2048"), writes a signed bundle
+# of one image with 64 MiB pseudo-random layers (bench/mkbundle), then measures wall time
+# and peak RSS (/usr/bin/time) of:
+#
+#   export:  tar -cf - -C DIR . | split -b SPLIT        vs  petra-oci export --split SPLIT --key
+#            (and petra-oci export --split SPLIT --parity 2, reported beside it)
+#   import:  cat chunks | tar -xf - -C OUT                vs  petra-oci import CHUNKS -o OUT --key
+#            (chunk index signature, every chunk hashed, strict extraction, then the full
+#            bundle verification of petra-oci verify)
+#
+# and prints petra-oci / baseline ratios. Every file is read once before the timed runs,
+# so all of them start from a warm page cache, and sync runs before each, so none pays
+# for the write-back of another. Settings: BENCH_TRANSFER_SIZES,
+# BENCH_SPLIT (256M), BENCH_KEEP (0; 1 keeps .bench/transfer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SIZES=${BENCH_TRANSFER_SIZES:-256 2048}
+SPLIT=${BENCH_SPLIT:-256M}
+KEEP=${BENCH_KEEP:-0}
+TOOLS=$(go env GOPATH)/bin
+COSIGN=$TOOLS/cosign
+PETRA=$ROOT/bin/petra-oci
+TIME=/usr/bin/time
+WORK=$ROOT/.bench/transfer
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+[ -x "$TIME" ] || die "$TIME missing: run 'make tools' (Debian package 'time')"
+[ -x "$COSIGN" ] || die "$COSIGN missing: run 'make tools'"
+cleanup() { if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; rmdir "$ROOT/.bench" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+rm -rf "$WORK"
+mkdir -p "$WORK"
+go build -o "$PETRA" ./cmd/petra-oci
+go build -o "$WORK/mkbundle" ./bench/mkbundle
+COSIGN_PASSWORD= "$COSIGN" generate-key-pair --output-key-prefix "$WORK/cosign" >/dev/null 2>&1
+export COSIGN_PASSWORD=
+
+# timed KEY CMD...: wall seconds and peak RSS KiB of CMD into $WORK/KEY.time
+timed() {
+	local key=$1
+	shift
+	sync # write back what the previous run left dirty, so no run pays for another's
+	if ! "$TIME" -f '%e %M' -o "$WORK/$key.time" "$@" >"$WORK/$key.log" 2>&1; then
+		tail -n 5 "$WORK/$key.log" >&2
+		die "$key failed: $*"
+	fi
+	cat "$WORK/$key.time"
+}
+warm() { find "$@" -type f -exec cat {} + >/dev/null; }
+
+ROWS=()
+for mb in $SIZES; do
+	d=$WORK/$mb
+	mkdir -p "$d"
+	log "$mb MiB: writing the bundle"
+	"$WORK/mkbundle" -o "$d/bundle" -key "$WORK/cosign.key" -mb "$mb"
+	warm "$d/bundle"
+
+	mkdir "$d/split"
+	log "$mb MiB: tar | split -b $SPLIT"
+	read -r tw tr < <(timed tarsplit-$mb bash -c "tar -cf - -C '$d/bundle' . | split -b $SPLIT - '$d/split/part-'")
+	log "$mb MiB: petra-oci export --split $SPLIT"
+	read -r ew er < <(timed export-$mb "$PETRA" export "$d/bundle" -o "$d/chunks" --split "$SPLIT" --key "$WORK/cosign.key")
+	log "$mb MiB: petra-oci export --split $SPLIT --parity 2"
+	read -r pw pr < <(timed exportp-$mb "$PETRA" export "$d/bundle" -o "$d/chunksp" --split "$SPLIT" --parity 2 --key "$WORK/cosign.key")
+	rm -rf "$d/chunksp"
+
+	warm "$d/split" "$d/chunks"
+	mkdir "$d/untar"
+	log "$mb MiB: cat chunks | tar -x"
+	read -r xw xr < <(timed untar-$mb bash -c "cat '$d'/split/part-* | tar -xf - -C '$d/untar'")
+	rm -rf "$d/untar" "$d/split"
+	log "$mb MiB: petra-oci import (with every verification)"
+	read -r iw ir < <(timed import-$mb "$PETRA" import "$d/chunks" -o "$d/imported" --key "$WORK/cosign.pub" --state "$WORK/series-$mb.json")
+	"$PETRA" verify --key "$WORK/cosign.pub" --state "$WORK/series-$mb.json" "$d/imported" >/dev/null || die "the imported bundle does not verify"
+	ROWS+=("$mb|$tw|$tr|$ew|$er|$pw|$pr|$xw|$xr|$iw|$ir")
+	rm -rf "$d"
+done
+
+echo
+echo "petra-oci transfer bench: bundles of one image with 64 MiB random layers, split $SPLIT, $(nproc) cores, warm page cache"
+printf '%-8s %-34s %8s %13s %s\n' MiB command "wall s" "peak RSS MiB" "ratio to baseline"
+for row in "${ROWS[@]}"; do
+	IFS='|' read -r mb tw tr ew er pw pr xw xr iw ir <<<"$row"
+	mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+	ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else print "-"}'; }
+	printf '%-8s %-34s %8s %13s %s\n' "$mb" "tar -cf - | split -b" "$tw" "$(mib "$tr")" ""
+	printf '%-8s %-34s %8s %13s %s\n' "$mb" "petra-oci export --split" "$ew" "$(mib "$er")" "$(ratio "$ew" "$tw") (limit 1.2x)"
+	printf '%-8s %-34s %8s %13s %s\n' "$mb" "petra-oci export --split --parity 2" "$pw" "$(mib "$pr")" "$(ratio "$pw" "$tw")"
+	printf '%-8s %-34s %8s %13s %s\n' "$mb" "cat chunks | tar -x" "$xw" "$(mib "$xr")" ""
+	printf '%-8s %-34s %8s %13s %s\n' "$mb" "petra-oci import (all verification)" "$iw" "$(mib "$ir")" "$(ratio "$iw" "$xw") (limit 1.5x)"
+done

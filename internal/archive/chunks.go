@@ -1,0 +1,175 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/petra-oci/petra-oci/internal/signing"
+)
+
+// chunkWriter cuts what is written through it into data chunk files of size bytes in
+// dir, hashing each.
+type chunkWriter struct {
+	dir    string
+	size   int64
+	chunks []Chunk
+	sync   bool
+	f      *os.File
+	h      *asyncHash
+	n      int64 // bytes in the current chunk
+	off    int64 // archive bytes before the current chunk
+}
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		if c.f == nil {
+			if err := c.open(); err != nil {
+				return written, err
+			}
+		}
+		k := int(min(int64(len(p)), c.size-c.n))
+		n, err := c.f.Write(p[:k])
+		c.h.Write(p[:n])
+		c.n += int64(n)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[k:]
+		if c.n == c.size {
+			if err := c.closeChunk(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+func (c *chunkWriter) open() error {
+	name := chunkName(RoleData, len(c.chunks))
+	f, err := os.OpenFile(filepath.Join(c.dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	c.f, c.h, c.n = f, newAsyncHash(), 0
+	c.chunks = append(c.chunks, Chunk{Name: name, Role: RoleData, Offset: c.off})
+	return nil
+}
+
+func (c *chunkWriter) closeChunk() error {
+	if c.f == nil {
+		return nil
+	}
+	var err error
+	if c.sync {
+		err = c.f.Sync()
+	}
+	if cerr := c.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing chunk %s: %w", c.f.Name(), err)
+	}
+	last := &c.chunks[len(c.chunks)-1]
+	last.Size, last.SHA256 = c.n, c.h.sum()
+	c.off += c.n
+	c.f = nil
+	return nil
+}
+
+// exportChunks writes the data chunks, the parity chunks and the signed chunk index
+// into a temporary sibling of opts.Out, then renames it to opts.Out, which must not
+// exist: a chunk directory never mixes chunks of two exports.
+func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, res *ExportResult) (err error) {
+	out := filepath.Clean(opts.Out)
+	if _, err := os.Lstat(out); err == nil {
+		return fmt.Errorf("export: %w: %s (remove it first: a chunk directory holds the chunks of one export only)", ErrExists, out)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("export: %w", err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	cw := &chunkWriter{dir: tmp, size: opts.SplitSize, sync: opts.Sync}
+	archive := &countingHash{w: cw, h: newAsyncHash()}
+	zw, closeZ, err := compressed(archive, opts.Zstd)
+	if err != nil {
+		return err
+	}
+	tarSide := &countingHash{w: zw, h: nullHash{}}
+	if err := src.writeTar(ctx, tarSide); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := closeZ(); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := cw.closeChunk(); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	ix := &Index{MediaType: IndexMediaType, BundleID: res.BundleID, Sequence: res.Sequence, MetadataDigest: res.MetadataDigest,
+		Archive: archiveInfo(archive, tarSide, opts.Zstd), ChunkSize: opts.SplitSize, Chunks: cw.chunks}
+	if opts.Parity > 0 {
+		p, chunks, err := writeParity(ctx, tmp, cw.chunks, opts.SplitSize, opts.Parity, opts.Sync, opts.Progress)
+		if err != nil {
+			return fmt.Errorf("export: parity: %w", err)
+		}
+		ix.Parity, ix.Chunks = p, append(ix.Chunks, chunks...)
+	}
+	if err := ix.Validate(); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	b, err := EncodeIndex(ix)
+	if err != nil {
+		return err
+	}
+	emit(opts.Progress, Event{Phase: "sign", Message: "signing " + IndexFile + " with " + opts.Signer.String()})
+	sig, err := signing.SignBlob(ctx, opts.Signer, bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("export: signing %s: %w", IndexFile, err)
+	}
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{{IndexFile, b}, {IndexSignatureFile, sig}} {
+		if err := writeFile(filepath.Join(tmp, f.name), f.b, opts.Sync); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	res.Out, res.Archive, res.Index = out, ix.Archive, ix
+	emit(opts.Progress, Event{Phase: "done", Done: ix.Archive.Size, Total: ix.Archive.Size,
+		Message: fmt.Sprintf("wrote %d data and %d parity chunks to %s", len(cw.chunks), opts.Parity, out)})
+	return nil
+}
+
+func writeFile(p string, b []byte, sync bool) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
