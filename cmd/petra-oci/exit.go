@@ -9,6 +9,7 @@ import (
 	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/policy"
+	"github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/internal/replay"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/internal/signing"
@@ -43,6 +44,7 @@ const (
 	exitPolicy      = 33  // the policy file is invalid, or no rule matches
 	exitNoEvidence  = 34  // --require-evidence: an image without a valid pack-side verification summary
 	exitVulns       = 40  // vulnerabilities over the thresholds
+	exitGaveUp      = 50  // a registry operation kept failing with transient errors until its retry bounds ran out
 	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
@@ -52,6 +54,9 @@ var exitCodes = []struct {
 }{
 	// first: the refusal names why each summary failed, whatever it wraps
 	{evidence.ErrNoEvidence, exitNoEvidence},
+	// then a registry operation that gave up: whatever it was part of (a signature
+	// read, say) is undecided, not refused; running again may succeed
+	{remote.ErrGaveUp, exitGaveUp},
 	{signing.ErrInvalidOptions, exitUsage},
 	{bundle.ErrUnsigned, exitUnsigned},
 	{bundle.ErrSignature, exitSignature},
