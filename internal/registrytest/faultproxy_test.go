@@ -61,7 +61,9 @@ func TestFaultProxyKinds(t *testing.T) {
 	proxy := func(f Fault) *FaultProxy {
 		return StartFaultProxy(t, r, FaultOptions{Seed: 1, Rate: 1, Faults: []Fault{f}, RetryAfter: 7})
 	}
-	blobURL := func(p *FaultProxy, d ocispec.Descriptor) string { return "http://" + p.Host + "/v2/f/x/blobs/" + d.Digest.String() }
+	blobURL := func(p *FaultProxy, d ocispec.Descriptor) string {
+		return "http://" + p.Host + "/v2/f/x/blobs/" + d.Digest.String()
+	}
 
 	t.Run("503", func(t *testing.T) {
 		p := proxy(FaultUnavailable)
