@@ -18,7 +18,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
-	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/petra-oci/petra-oci/oci"
 )
@@ -93,10 +92,7 @@ func NewClient(opts Options) (*Client, error) {
 	c := &auth.Client{
 		// requests that can be sent again are retried here, bounded as operations are;
 		// the rest (a streamed blob upload) by the operation (Client.Retry)
-		Client: &http.Client{Transport: &retry.Transport{
-			Base:   hintTransport{base: transport},
-			Policy: func() retry.Policy { return transportPolicy{r: retrier} },
-		}},
+		Client:     &http.Client{Transport: retryTransport{base: hintTransport{base: transport}, r: retrier}},
 		Cache:      auth.NewCache(),
 		Credential: credentials.Credential(store),
 		Header:     http.Header{"User-Agent": []string{ua}},

@@ -16,6 +16,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/errcode"
+	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/petra-oci/petra-oci/oci"
 )
@@ -172,7 +173,7 @@ func (r *Retrier) Backoff(retry int) time.Duration {
 func (r *Retrier) Do(ctx context.Context, what string, op func(context.Context) error) error {
 	start := r.now()
 	for attempt := 1; ; attempt++ {
-		h := &hint{}
+		h := &hint{deadline: start.Add(r.opts.MaxTime)}
 		err := op(context.WithValue(ctx, hintKey{}, h))
 		if err == nil {
 			return nil
@@ -256,8 +257,11 @@ func hasCode(errs errcode.Errors, code string) bool {
 type hintKey struct{}
 
 type hint struct {
-	mu sync.Mutex
-	d  time.Duration
+	// deadline is when the operation's retries end: its requests are not retried
+	// by the transport beyond it either.
+	deadline time.Time
+	mu       sync.Mutex
+	d        time.Duration
 }
 
 func (h *hint) set(d time.Duration) {
@@ -306,9 +310,29 @@ func (t hintTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
+// retryTransport retries requests that can be sent again (oras-go's retry.Transport),
+// bounded as operations are and within the time left to the operation a request is
+// part of.
+type retryTransport struct {
+	base http.RoundTripper
+	r    *Retrier
+}
+
+func (t retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	p := transportPolicy{r: t.r}
+	if h, ok := req.Context().Value(hintKey{}).(*hint); ok {
+		p.deadline = h.deadline
+	}
+	rt := &retry.Transport{Base: t.base, Policy: func() retry.Policy { return p }}
+	return rt.RoundTrip(req)
+}
+
 // transportPolicy is oras-go's retry.Policy for requests that can be sent again,
 // bounded as operations are.
-type transportPolicy struct{ r *Retrier }
+type transportPolicy struct {
+	r        *Retrier
+	deadline time.Time // zero: MaxTime per wait
+}
 
 func (p transportPolicy) Retry(attempt int, resp *http.Response, err error) (time.Duration, error) {
 	if attempt+1 >= p.r.opts.Attempts {
@@ -326,8 +350,8 @@ func (p transportPolicy) Retry(attempt int, resp *http.Response, err error) (tim
 	if ra := RetryAfter(resp, time.Now()); ra > wait {
 		wait = ra
 	}
-	if wait > p.r.opts.MaxTime {
-		return -1, nil
+	if wait > p.r.opts.MaxTime || !p.deadline.IsZero() && p.r.now().Add(wait).After(p.deadline) {
+		return -1, nil // the operation decides, with the last answer
 	}
 	return wait, nil
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -431,5 +432,38 @@ func TestRetryingFetcher(t *testing.T) {
 	}
 	if f.fetches != 4 {
 		t.Errorf("%d fetches, want 4", f.fetches)
+	}
+}
+
+// TestTransportWithinOperationTime: the transport's retries of a request stop when
+// the operation's time is up, so --retry-max-time bounds an operation as a whole.
+func TestTransportWithinOperationTime(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	c, err := NewClient(Options{PlainHTTP: true, Retry: RetryOptions{Attempts: 20, Backoff: 40 * time.Millisecond, MaxBackoff: 40 * time.Millisecond, MaxTime: 200 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = c.Retry(context.Background(), "get", func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/down", nil)
+		resp, err := c.client.Client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return &errcode.ErrorResponse{Method: req.Method, URL: req.URL, StatusCode: resp.StatusCode}
+	})
+	took := time.Since(start)
+	if !errors.Is(err, ErrGaveUp) {
+		t.Fatalf("err = %v, want a give-up", err)
+	}
+	// waits of 20–40 ms within 200 ms: at most 11 requests, not 20 × 20
+	if n := hits.Load(); n > 11 || took > 2*time.Second {
+		t.Errorf("%d requests in %s for an operation bounded to 200 ms", n, took)
 	}
 }
