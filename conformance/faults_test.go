@@ -168,7 +168,7 @@ func assertContentEqual(t *testing.T, img *fixture.Image, repo *remote.Repositor
 }
 
 // TestFaultsGiveUp: an operation that keeps failing gives up within its bounds with
-// a message that says what gave up, after how many attempts and why, and exit 50.
+// a message that says what gave up, after how many attempts and why, and exit 60.
 // Unpack, every blob upload answered 503: no manifest and no tag reaches the
 // registry. Pack, every blob download answered 503: no metadata is written (the
 // bundle cannot verify) and no partial blob is left.
@@ -184,8 +184,8 @@ func TestFaultsGiveUp(t *testing.T) {
 
 	assertGaveUp := func(t *testing.T, r result, took time.Duration) {
 		t.Helper()
-		if r.exitCode != 50 {
-			t.Errorf("exit %d, want 50 (gave up):\n%s", r.exitCode, r)
+		if r.exitCode != 60 {
+			t.Errorf("exit %d, want 60 (gave up):\n%s", r.exitCode, r)
 		}
 		if !strings.Contains(r.stderr, "gave up after 3 attempts") || !strings.Contains(r.stderr, "503") || !strings.Contains(r.stderr, "blob sha256:") {
 			t.Errorf("the error does not say which blob gave up, after how many attempts and why:\n%s", r.stderr)

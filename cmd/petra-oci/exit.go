@@ -44,7 +44,7 @@ const (
 	exitPolicy      = 33  // the policy file is invalid, or no rule matches
 	exitNoEvidence  = 34  // --require-evidence: an image without a valid pack-side verification summary
 	exitVulns       = 40  // vulnerabilities over the thresholds
-	exitGaveUp      = 50  // a registry operation kept failing with transient errors until its retry bounds ran out
+	exitGaveUp      = 60  // a registry operation kept failing with transient errors until its retry bounds ran out
 	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 

@@ -75,7 +75,7 @@ move last, so an interrupted run leaves no tag on incomplete content.
 A registry operation that fails with a transient error (network, 408, 429, 5xx) is retried
 whole (a blob opened again from the bundle and its upload restarted), honouring
 Retry-After, within --retries and --retry-max-time (docs/faults.md); one that still fails
-gives up with exit 50, naming the operation, the attempts and the last error.
+gives up with exit 60, naming the operation, the attempts and the last error.
 
 --require-evidence refuses the bundle before anything is pushed (exit 34) unless every
 image carries pack's verification summary signed with the key that verified the bundle
