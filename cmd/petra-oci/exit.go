@@ -44,9 +44,12 @@ const (
 	exitPolicy      = 33  // the policy file is invalid, or no rule matches
 	exitNoEvidence  = 34  // --require-evidence: an image without a valid pack-side verification summary
 	exitVulns       = 40  // vulnerabilities over the thresholds
-	exitGaveUp      = 60  // a registry operation kept failing with transient errors until its retry bounds ran out
 	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
+
+// exitGaveUp: a registry operation kept failing with transient errors until its
+// retry bounds ran out (remote.ErrGaveUp).
+const exitGaveUp = 60
 
 var exitCodes = []struct {
 	err  error
@@ -54,9 +57,6 @@ var exitCodes = []struct {
 }{
 	// first: the refusal names why each summary failed, whatever it wraps
 	{evidence.ErrNoEvidence, exitNoEvidence},
-	// then a registry operation that gave up: whatever it was part of (a signature
-	// read, say) is undecided, not refused; running again may succeed
-	{remote.ErrGaveUp, exitGaveUp},
 	{signing.ErrInvalidOptions, exitUsage},
 	{bundle.ErrUnsigned, exitUnsigned},
 	{bundle.ErrSignature, exitSignature},
@@ -78,6 +78,10 @@ var exitCodes = []struct {
 	{policy.ErrSourceNotAllowed, exitSource},
 	{policy.ErrInvalidPolicy, exitPolicy},
 	{policy.ErrNoRule, exitPolicy},
+	// a registry operation that gave up, before the policy refusals: whatever it was
+	// part of (a signature read, say) is undecided, not refused; running again may
+	// succeed
+	{remote.ErrGaveUp, exitGaveUp},
 	{imageverify.ErrNoValidSignature, exitImage},
 	{imageverify.ErrIdentity, exitImage},
 	{imageverify.ErrDigestMismatch, exitImage},
