@@ -68,6 +68,7 @@ const (
 	exitInvalidName      = 28 // oci.ErrInvalidName
 	exitImagePolicy      = 30 // an image fails the policy
 	exitAuditCode        = 50 // audit.ErrVerify
+	exitGaveUpCode       = 70 // remote.ErrGaveUp
 )
 
 // hostileKinds are the destinations every case runs against.

@@ -224,7 +224,7 @@ func TestServeConformance(t *testing.T) {
 	t.Logf("OCI conformance, read-only, against serve: %v", counts)
 	// what it ran: pulls by tag and digest, HEADs, tag list, referrers
 	for _, api := range []string{"Ping", "Tag listing", "Manifest get by tag", "Manifest get by digest", "Manifest head by tag", "Manifest head by digest", "Blob get", "Blob head", "Referrers"} {
-		if !regexp.MustCompile(`(?m)^  `+api+`\.*:\s+Pass$`).MatchString(out) {
+		if !regexp.MustCompile(`(?m)^  ` + api + `\.*:\s+Pass$`).MatchString(out) {
 			t.Errorf("conformance did not pass API %q:\n%s", api, out)
 		}
 	}

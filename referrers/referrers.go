@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/petra-oci/petra-oci/oci"
 )
@@ -41,29 +42,49 @@ type Source interface {
 	Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error
 }
 
+// Retry runs op, one whole operation against a registry, and decides whether and when
+// it runs again (remote.Client.Retry); what names it. nil runs op once.
+type Retry = func(ctx context.Context, what string, op func(context.Context) error) error
+
 // Discover lists what is attached directly to subject in src: its OCI referrers (the
 // registry's API, or the tag schema when it has none; oras-go decides per registry)
 // and the cosign tag-scheme manifests. The result is in a stable order.
 func Discover(ctx context.Context, src Source, subject ocispec.Descriptor) ([]Attachment, error) {
+	return DiscoverRetry(ctx, src, subject, nil)
+}
+
+// DiscoverRetry is Discover with each registry operation run through retry: the
+// referrers listing (all its pages again on each try) and each cosign tag resolved.
+func DiscoverRetry(ctx context.Context, src Source, subject ocispec.Descriptor, retry Retry) ([]Attachment, error) {
+	if retry == nil {
+		retry = func(ctx context.Context, _ string, op func(context.Context) error) error { return op(ctx) }
+	}
 	var out []Attachment
-	err := src.Referrers(ctx, subject, "", func(page []ocispec.Descriptor) error {
-		for _, d := range page {
-			if err := oci.ValidateDescriptor(d); err != nil {
-				return fmt.Errorf("referrer of %s: %w", subject.Digest, err)
+	err := retry(ctx, "listing referrers of "+subject.Digest.String(), func(ctx context.Context) error {
+		out = out[:0]
+		return src.Referrers(ctx, subject, "", func(page []ocispec.Descriptor) error {
+			for _, d := range page {
+				if err := oci.ValidateDescriptor(d); err != nil {
+					return fmt.Errorf("referrer of %s: %w", subject.Digest, err)
+				}
+				if !oci.IsManifest(d.MediaType) {
+					return fmt.Errorf("%w: referrer %s of %s has media type %q", oci.ErrInvalid, d.Digest, subject.Digest, d.MediaType)
+				}
+				out = append(out, Attachment{Subject: subject.Digest, Descriptor: d, Kind: oci.KindReferrer})
 			}
-			if !oci.IsManifest(d.MediaType) {
-				return fmt.Errorf("%w: referrer %s of %s has media type %q", oci.ErrInvalid, d.Digest, subject.Digest, d.MediaType)
-			}
-			out = append(out, Attachment{Subject: subject.Digest, Descriptor: d, Kind: oci.KindReferrer})
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
 		return nil, fmt.Errorf("listing referrers of %s: %w", subject.Digest, err)
 	}
 	for _, s := range oci.CosignSuffixes {
 		tag := oci.CosignTag(subject.Digest, s.Suffix)
-		d, err := src.Resolve(ctx, tag)
+		var d ocispec.Descriptor
+		err := retry(ctx, "resolving cosign tag "+tag, func(ctx context.Context) (err error) {
+			d, err = src.Resolve(ctx, tag)
+			return err
+		})
 		if errors.Is(err, errdef.ErrNotFound) {
 			continue
 		}
@@ -127,7 +148,9 @@ func Probe(ctx context.Context, repo *remote.Repository) (bool, error) {
 	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusBadRequest:
 		supported = false
 	default:
-		return false, fmt.Errorf("probing referrers API of %s: HTTP %d", repo.Reference.Host(), resp.StatusCode)
+		// an errcode.ErrorResponse, so that callers can tell a 503 (retry) from a 401
+		return false, fmt.Errorf("probing referrers API of %s: %w", repo.Reference.Host(),
+			&errcode.ErrorResponse{Method: req.Method, URL: req.URL, StatusCode: resp.StatusCode})
 	}
 	if err := repo.SetReferrersCapability(supported); err != nil && !errors.Is(err, remote.ErrReferrersCapabilityAlreadySet) {
 		return false, err
@@ -178,6 +201,9 @@ func BySubject(atts []Attachment) map[digest.Digest][]Attachment {
 type CollectOptions struct {
 	// MaxNodes bounds the attachments collected; <= 0 means DefaultMaxNodes.
 	MaxNodes int
+	// Retry, when set, runs each discovery operation (DiscoverRetry); nil runs each
+	// once.
+	Retry Retry
 }
 
 // Collect discovers in src everything attached to roots, and to what is attached to
@@ -206,7 +232,7 @@ func Collect(ctx context.Context, src Source, roots []ocispec.Descriptor, opts C
 		}
 		subject := queue[0]
 		queue = queue[1:]
-		atts, err := Discover(ctx, src, subject)
+		atts, err := DiscoverRetry(ctx, src, subject, opts.Retry)
 		if err != nil {
 			return nil, err
 		}

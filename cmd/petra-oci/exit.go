@@ -11,6 +11,7 @@ import (
 	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/policy"
+	"github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/internal/replay"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/internal/serve"
@@ -57,6 +58,10 @@ const (
 	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
+// exitGaveUp: a registry operation kept failing with transient errors until its
+// retry bounds ran out (remote.ErrGaveUp).
+const exitGaveUp = 70
+
 var exitCodes = []struct {
 	err  error
 	code int
@@ -98,6 +103,10 @@ var exitCodes = []struct {
 	{policy.ErrSourceNotAllowed, exitSource},
 	{policy.ErrInvalidPolicy, exitPolicy},
 	{policy.ErrNoRule, exitPolicy},
+	// a registry operation that gave up, before the policy refusals: whatever it was
+	// part of (a signature read, say) is undecided, not refused; running again may
+	// succeed
+	{remote.ErrGaveUp, exitGaveUp},
 	{imageverify.ErrNoValidSignature, exitImage},
 	{imageverify.ErrIdentity, exitImage},
 	{imageverify.ErrDigestMismatch, exitImage},

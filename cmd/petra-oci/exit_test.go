@@ -12,6 +12,7 @@ import (
 
 	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/imageverify"
+	"github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 )
@@ -50,6 +51,8 @@ func TestExitCodes(t *testing.T) {
 		{"no evidence wraps a signature error", fmt.Errorf("%w: %w", evidence.ErrNoEvidence, imageverify.ErrNoValidSignature), exitNoEvidence},
 		{"no evidence wraps invalid options", fmt.Errorf("%w: %w", evidence.ErrNoEvidence, signing.ErrInvalidOptions), exitNoEvidence},
 		{"file error kind", &layout.FileError{Path: "blobs/sha256/ab", Kind: layout.ErrFileChanged}, exitFileChanged},
+		// a signature that could not be read is undecided, not refused
+		{"gave up inside a policy refusal", fmt.Errorf("%w; refused: %w", imageverify.ErrNoValidSignature, &remote.GaveUpError{Attempts: 3, Err: errors.New("503")}), exitGaveUp},
 	}
 	for _, c := range cases {
 		if got := exitCode(c.err); got != c.want {

@@ -18,16 +18,31 @@ func registryFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "insecure-skip-tls-verify", Usage: "UNSAFE: do not verify registry TLS certificates"},
 		&cli.StringFlag{Name: "docker-config", Usage: "docker config.json `PATH` for credentials (default: $DOCKER_CONFIG or ~/.docker/config.json)"},
 		&cli.IntFlag{Name: "concurrency", Value: 4, Usage: "blob transfers in flight"},
+		// retries of failed registry operations (docs/faults.md)
+		&cli.IntFlag{Name: "retries", Value: remote.DefaultAttempts, Usage: "tries of each registry operation (a blob copy, a manifest, a tag) that fails with a transient error (network, 408, 429, 5xx), the first included; 1 never retries"},
+		&cli.DurationFlag{Name: "retry-max-time", Value: remote.DefaultMaxTime, Usage: "give up retrying an operation when the next try would start later than this after its first"},
+		&cli.DurationFlag{Name: "retry-backoff", Value: remote.DefaultBackoff, Usage: "wait before the first retry; doubled on each retry up to --retry-max-backoff, with jitter; a registry's Retry-After is honoured when longer"},
+		&cli.DurationFlag{Name: "retry-max-backoff", Value: remote.DefaultMaxBackoff, Usage: "longest wait between two tries (a Retry-After excepted)"},
 	}
 }
 
 func registryClient(c *cli.Context) (*remote.Client, error) {
+	retry := remote.RetryOptions{
+		Attempts: c.Int("retries"), MaxTime: c.Duration("retry-max-time"),
+		Backoff: c.Duration("retry-backoff"), MaxBackoff: c.Duration("retry-max-backoff"),
+	}
+	if retry.Attempts < 1 || retry.MaxTime <= 0 || retry.Backoff <= 0 || retry.MaxBackoff <= 0 {
+		return nil, cli.Exit(fmt.Sprintf("%s: --retries must be at least 1 and the retry durations positive (got %d, %s, %s, %s)",
+			c.Command.Name, retry.Attempts, retry.MaxTime, retry.Backoff, retry.MaxBackoff), exitUsage)
+	}
 	return remote.NewClient(remote.Options{
 		PlainHTTP:             c.Bool("plain-http"),
 		CAFile:                c.String("ca-file"),
 		InsecureSkipTLSVerify: c.Bool("insecure-skip-tls-verify"),
 		DockerConfig:          c.String("docker-config"),
 		UserAgent:             "petra-oci/" + version,
+		Retry:                 retry,
+		Log:                   logger(c),
 	})
 }
 

@@ -20,6 +20,9 @@ func packCommand() *cli.Command {
 config and layer byte for byte, and collects recursively what is attached to the index,
 every child and every attachment: OCI 1.1 referrers (API or tag schema) and cosign's
 sha256-<hex>.sig/.att/.sbom tags. Re-running on the same directory skips blobs already there.
+A registry operation that fails with a transient error (network, 408, 429, 5xx) is retried
+whole, honouring Retry-After, within --retries and --retry-max-time (docs/faults.md); one
+that still fails gives up with exit 70 and writes no metadata.
 
 Examples:
   petra-oci pack --image cgr.dev/chainguard/nginx:latest -o bundle

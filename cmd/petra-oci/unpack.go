@@ -72,6 +72,11 @@ a bundle older than the one that last set it, of this series or another (exit 15
 unless --allow-rollback. SIGINT or SIGTERM stops a run at any point with exit 130; tags
 move last, so an interrupted run leaves no tag on incomplete content.
 
+A registry operation that fails with a transient error (network, 408, 429, 5xx) is retried
+whole (a blob opened again from the bundle and its upload restarted), honouring
+Retry-After, within --retries and --retry-max-time (docs/faults.md); one that still fails
+gives up with exit 70, naming the operation, the attempts and the last error.
+
 --require-evidence refuses the bundle before anything is pushed (exit 34) unless every
 image carries pack's verification summary signed with the key that verified the bundle
 (--key), naming the image's digest, PASSED and, with --policy or --image-key, the pinned

@@ -2,7 +2,9 @@
 // between content stores, children before parents, so a manifest only ever appears in
 // the destination after everything it points to. Blobs are streamed, verified while
 // read, copied at most once per destination even when several graphs share them, and
-// transferred with bounded concurrency.
+// transferred with bounded concurrency. With Options.Retry, every operation that fails
+// with a transient error is run again whole: a blob is opened again at the source and
+// its upload restarted, a manifest fetched or pushed again.
 package graphcopy
 
 import (
@@ -48,6 +50,13 @@ type Options struct {
 	// OnBlob is told about every blob once it is in the target (copied, mounted or
 	// already there).
 	OnBlob func(desc ocispec.Descriptor, how How)
+	// Retry, when set, runs each operation: fetching a manifest (read whole and
+	// verified), writing a manifest (checked first: one already there is not written
+	// again), and copying a blob (checked in the target, mounted or opened at the
+	// source and uploaded, all again on each try, with a blob transfer slot held
+	// only while trying). It decides whether and when op runs again
+	// (remote.Client.Retry); what names the operation. nil runs each operation once.
+	Retry func(ctx context.Context, what string, op func(context.Context) error) error
 }
 
 // How says how a blob came to be in the target.
@@ -85,6 +94,14 @@ type Copier struct {
 	inflight map[digest.Digest]*call
 
 	blobsCopied, blobsExisted, blobsMounted, manifests, bytesCopied atomic.Int64
+}
+
+// retry runs op through Options.Retry, or once.
+func (c *Copier) retry(ctx context.Context, what string, op func(context.Context) error) error {
+	if c.opts.Retry == nil {
+		return op(ctx)
+	}
+	return c.opts.Retry(ctx, what, op)
 }
 
 type call struct {
@@ -148,13 +165,19 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 	if !oci.IsManifest(desc.MediaType) {
 		return fmt.Errorf("%w: %s has media type %q, not a manifest", oci.ErrUnsupported, desc.Digest, desc.MediaType)
 	}
-	rc, err := src.Fetch(ctx, desc)
+	var b []byte
+	err := c.retry(ctx, "fetching manifest "+desc.Digest.String(), func(ctx context.Context) error {
+		rc, err := src.Fetch(ctx, desc)
+		if err != nil {
+			return fmt.Errorf("fetching manifest %s: %w", desc.Digest, err)
+		}
+		if b, err = oci.ReadAllVerified(rc, desc, oci.MaxManifestBytes); err != nil {
+			return fmt.Errorf("reading manifest %s: %w", desc.Digest, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("fetching manifest %s: %w", desc.Digest, err)
-	}
-	b, err := oci.ReadAllVerified(rc, desc, oci.MaxManifestBytes)
-	if err != nil {
-		return fmt.Errorf("reading manifest %s: %w", desc.Digest, err)
+		return err
 	}
 	m, err := oci.ParseManifest(desc, b)
 	if err != nil {
@@ -189,16 +212,19 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 	if !write {
 		return nil
 	}
-	if ok, err := c.dst.Exists(ctx, desc); err != nil {
-		return fmt.Errorf("checking manifest %s in target: %w", desc.Digest, err)
-	} else if ok {
+	return c.retry(ctx, "writing manifest "+desc.Digest.String(), func(ctx context.Context) error {
+		// a try whose answer was lost may have written it: checked on every try
+		if ok, err := c.dst.Exists(ctx, desc); err != nil {
+			return fmt.Errorf("checking manifest %s in target: %w", desc.Digest, err)
+		} else if ok {
+			return nil
+		}
+		if err := c.dst.Push(ctx, desc, bytes.NewReader(b)); err != nil {
+			return fmt.Errorf("writing manifest %s: %w", desc.Digest, err)
+		}
+		c.manifests.Add(1)
 		return nil
-	}
-	if err := c.dst.Push(ctx, desc, bytes.NewReader(b)); err != nil {
-		return fmt.Errorf("writing manifest %s: %w", desc.Digest, err)
-	}
-	c.manifests.Add(1)
-	return nil
+	})
 }
 
 // copyBlob copies one blob once per Copier; concurrent callers for the same digest
@@ -232,7 +258,16 @@ func (c *Copier) copyBlob(ctx context.Context, src Source, desc ocispec.Descript
 	return cl.err
 }
 
+// transfer copies one blob, every try whole: checked in the target, mounted or
+// opened at the source and uploaded (a streamed upload cannot be replayed, so it is
+// restarted from the source).
 func (c *Copier) transfer(ctx context.Context, src Source, desc ocispec.Descriptor) error {
+	return c.retry(ctx, "copying blob "+desc.Digest.String(), func(ctx context.Context) error {
+		return c.transferOnce(ctx, src, desc)
+	})
+}
+
+func (c *Copier) transferOnce(ctx context.Context, src Source, desc ocispec.Descriptor) error {
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():

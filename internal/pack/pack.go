@@ -141,7 +141,9 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("existing bundle %s: %w", opts.Dir, err)
 	}
 
-	copier := graphcopy.New(l, graphcopy.Options{Concurrency: opts.Concurrency, OnBlob: opts.OnBlob})
+	// every copy operation is retried on transient errors (a blob fetched again from
+	// the source; the layout writes it verified, so a broken try leaves nothing)
+	copier := graphcopy.New(l, graphcopy.Options{Concurrency: opts.Concurrency, OnBlob: opts.OnBlob, Retry: opts.Client.Retry})
 	limit := opts.ImageConcurrency
 	if limit <= 0 {
 		limit = 2
@@ -320,7 +322,11 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 	if pin == "" {
 		pin = t.tag
 	}
-	root, err := repo.Resolve(ctx, pin)
+	var root ocispec.Descriptor
+	err = opts.Client.Retry(ctx, "resolving "+t.ref+":"+pin, func(ctx context.Context) (err error) {
+		root, err = repo.Resolve(ctx, pin)
+		return err
+	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("resolving %s:%s: %w", t.ref, pin, err)
 	}
@@ -361,10 +367,12 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 		if err := noChild(planned); err != nil {
 			return nil, nil, err
 		}
-		if atts, err = referrers.Collect(ctx, repo, descriptors(planned), referrers.CollectOptions{}, nil); err != nil {
+		if atts, err = referrers.Collect(ctx, repo, descriptors(planned), referrers.CollectOptions{Retry: opts.Client.Retry}, nil); err != nil {
 			return nil, nil, err
 		}
-		if img.Verification, err = checkImage(ctx, opts, repo, t.ref, rootDesc, planned, atts); err != nil {
+		// a signature read that fails on the network is tried again, never counted
+		// as a signature that does not verify
+		if img.Verification, err = checkImage(ctx, opts, opts.Client.RetryingFetcher(repo), t.ref, rootDesc, planned, atts); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -386,7 +394,7 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 	}
 
 	if opts.Policy == nil {
-		atts, err = collectAttachments(ctx, copier, repo, nodes)
+		atts, err = collectAttachments(ctx, copier, repo, nodes, opts.Client.Retry)
 	} else {
 		atts, err = copyAttachments(ctx, copier, repo, atts)
 	}
@@ -465,8 +473,8 @@ func attachEvidence(ctx context.Context, opts Options, l *layout.Layout, reposit
 // collectAttachments copies everything attached to nodes, and to what is attached to
 // them, subjects first (referrers.Collect walks the source graph). Referrer
 // descriptors get the artifactType and annotations of their manifest.
-func collectAttachments(ctx context.Context, copier *graphcopy.Copier, repo *orasremote.Repository, nodes []graphcopy.Node) ([]referrers.Attachment, error) {
-	return referrers.Collect(ctx, repo, descriptors(nodes), referrers.CollectOptions{}, func(ctx context.Context, a referrers.Attachment) (referrers.Attachment, error) {
+func collectAttachments(ctx context.Context, copier *graphcopy.Copier, repo *orasremote.Repository, nodes []graphcopy.Node, retry referrers.Retry) ([]referrers.Attachment, error) {
+	return referrers.Collect(ctx, repo, descriptors(nodes), referrers.CollectOptions{Retry: retry}, func(ctx context.Context, a referrers.Attachment) (referrers.Attachment, error) {
 		return copyAttachment(ctx, copier, repo, a)
 	})
 }

@@ -5,9 +5,11 @@
 package remote
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -16,7 +18,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
-	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/petra-oci/petra-oci/oci"
 )
@@ -35,16 +36,26 @@ type Options struct {
 	DockerConfig string
 	// UserAgent is sent with every request.
 	UserAgent string
+	// Retry bounds the retries of failed operations (RetryOptions; the zero value
+	// is safe).
+	Retry RetryOptions
+	// Log, when set, gets one line per retry.
+	Log *slog.Logger
 }
 
 // Client opens repositories with one shared, authenticated HTTP client.
 type Client struct {
 	opts   Options
 	client *auth.Client
+	retry  *Retrier
 }
 
 // NewClient builds a Client from opts.
 func NewClient(opts Options) (*Client, error) {
+	retrier, err := NewRetrier(opts.Retry, opts.Log)
+	if err != nil {
+		return nil, err
+	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if opts.CAFile != "" || opts.InsecureSkipTLSVerify {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.InsecureSkipTLSVerify} //nolint:gosec // only when asked
@@ -65,7 +76,6 @@ func NewClient(opts Options) (*Client, error) {
 		transport.TLSClientConfig = cfg
 	}
 	var store credentials.Store
-	var err error
 	storeOpts := credentials.StoreOptions{}
 	if opts.DockerConfig != "" {
 		store, err = credentials.NewStore(opts.DockerConfig, storeOpts)
@@ -80,12 +90,35 @@ func NewClient(opts Options) (*Client, error) {
 		ua = "petra-oci"
 	}
 	c := &auth.Client{
-		Client:     &http.Client{Transport: retry.NewTransport(transport)},
+		// requests that can be sent again are retried here, bounded as operations are;
+		// the rest (a streamed blob upload) by the operation (Client.Retry)
+		Client:     &http.Client{Transport: retryTransport{base: hintTransport{base: transport}, r: retrier}},
 		Cache:      auth.NewCache(),
 		Credential: credentials.Credential(store),
 		Header:     http.Header{"User-Agent": []string{ua}},
 	}
-	return &Client{opts: opts, client: c}, nil
+	return &Client{opts: opts, client: c, retry: retrier}, nil
+}
+
+// Retry runs op, one registry operation, with the client's retry bounds
+// (Retrier.Do): op must be whole, so that running it again restarts it (open the
+// content again, start the upload again). A client built without NewClient runs op
+// once.
+func (c *Client) Retry(ctx context.Context, what string, op func(context.Context) error) error {
+	if c == nil || c.retry == nil {
+		return op(ctx)
+	}
+	return c.retry.Do(ctx, what, op)
+}
+
+// RetryingFetcher returns f with its fetches retried and its broken reads resumed
+// (Retrier.RetryingFetcher), for readers that take a plain fetcher (image
+// verification). A client built without NewClient returns f.
+func (c *Client) RetryingFetcher(f Fetcher) Fetcher {
+	if c == nil || c.retry == nil {
+		return f
+	}
+	return c.retry.RetryingFetcher(f)
 }
 
 // Repository opens host/repository (a reference without tag or digest is fine).

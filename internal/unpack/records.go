@@ -14,6 +14,7 @@ import (
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
 	"github.com/petra-oci/petra-oci/internal/evidence"
+	"github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/internal/replay"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -107,7 +108,7 @@ func writeRecords(ctx context.Context, opts Options, store referrers.Store, pr *
 			return nil, nil, err
 		}
 	}
-	target := &destTarget{repo: prepo, manifests: map[digest.Digest][]byte{}}
+	target := &destTarget{repo: prepo, client: opts.Client, manifests: map[digest.Digest][]byte{}}
 	var policy digest.Digest
 	if opts.Verify != nil && opts.Verify.Images != nil && opts.Verify.Images.Policy != nil {
 		policy = opts.Verify.Images.Policy.Digest()
@@ -127,7 +128,7 @@ func writeRecords(ctx context.Context, opts Options, store referrers.Store, pr *
 	}
 	for _, root := range subjects {
 		atts := grouped[root.Digest]
-		form, err := destinationForm(ctx, store, pr, root, atts)
+		form, err := destinationForm(ctx, opts.Client, store, pr, root, atts)
 		if err != nil {
 			return recs, nil, fmt.Errorf("choosing the form of the import record of %s@%s: %w", dest, root.Digest, err)
 		}
@@ -155,7 +156,7 @@ func writeRecords(ctx context.Context, opts Options, store referrers.Store, pr *
 			rec.Tag = added.Tag
 		case evidence.FormSigstoreBundle:
 			if !pr.api {
-				if err := mergeReferrersIndex(ctx, pr.repo, root.Digest, []ocispec.Descriptor{added.Descriptor}); err != nil {
+				if err := mergeReferrersIndex(ctx, opts.Client, pr.repo, root.Digest, []ocispec.Descriptor{added.Descriptor}); err != nil {
 					return recs, nil, err
 				}
 			}
@@ -170,7 +171,7 @@ func writeRecords(ctx context.Context, opts Options, store referrers.Store, pr *
 // at the destination once its content is pushed: the bundle's attachments of root
 // (read from the verified store) and any other referrer of root the registry lists
 // (from an earlier unpack, or pushed there by hand; read from the registry).
-func destinationForm(ctx context.Context, store referrers.Store, pr *pushedRepo, root ocispec.Descriptor, atts []referrers.Attachment) (evidence.Form, error) {
+func destinationForm(ctx context.Context, client *remote.Client, store referrers.Store, pr *pushedRepo, root ocispec.Descriptor, atts []referrers.Attachment) (evidence.Form, error) {
 	form, err := evidence.FormFor(ctx, store, root.Digest, atts)
 	if err != nil || form == evidence.FormSigstoreBundle {
 		return form, err
@@ -180,24 +181,29 @@ func destinationForm(ctx context.Context, store referrers.Store, pr *pushedRepo,
 		inBundle[a.Descriptor.Digest] = true
 	}
 	var extra []referrers.Attachment
-	err = pr.repo.Referrers(ctx, root, "", func(page []ocispec.Descriptor) error {
-		for _, d := range page {
-			if !inBundle[d.Digest] {
-				extra = append(extra, referrers.Attachment{Subject: root.Digest, Descriptor: d, Kind: oci.KindReferrer})
+	err = client.Retry(ctx, "listing the referrers of "+root.Digest.String(), func(ctx context.Context) error {
+		extra = extra[:0]
+		return pr.repo.Referrers(ctx, root, "", func(page []ocispec.Descriptor) error {
+			for _, d := range page {
+				if !inBundle[d.Digest] {
+					extra = append(extra, referrers.Attachment{Subject: root.Digest, Descriptor: d, Kind: oci.KindReferrer})
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
 		return "", fmt.Errorf("listing the referrers of %s at the destination: %w", root.Digest, err)
 	}
-	return evidence.FormFor(ctx, pr.repo, root.Digest, extra)
+	// the registry's referrers are read with retries (and resumed reads)
+	return evidence.FormFor(ctx, client.RetryingFetcher(pr.repo), root.Digest, extra)
 }
 
 // destTarget writes evidence into a destination repository (evidence.Target) and
 // keeps the manifests it wrote, for the tags that move to them.
 type destTarget struct {
 	repo      *orasremote.Repository
+	client    *remote.Client
 	mu        sync.Mutex
 	manifests map[digest.Digest][]byte
 }
@@ -209,10 +215,17 @@ func (t *destTarget) PushBytes(ctx context.Context, mediaType string, b []byte) 
 		t.manifests[desc.Digest] = bytes.Clone(b)
 		t.mu.Unlock()
 	}
-	if ok, err := t.repo.Exists(ctx, desc); err == nil && ok {
-		return desc, nil
-	}
-	if err := t.repo.Push(ctx, desc, bytes.NewReader(b)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+	err := t.client.Retry(ctx, "pushing "+mediaType+" "+desc.Digest.String(), func(ctx context.Context) error {
+		// checked on every try: one whose answer was lost may have written it
+		if ok, err := t.repo.Exists(ctx, desc); err == nil && ok {
+			return nil
+		}
+		if err := t.repo.Push(ctx, desc, bytes.NewReader(b)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("pushing %s %s: %w", mediaType, desc.Digest, err)
 	}
 	return desc, nil

@@ -431,6 +431,9 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 	copyOpts := graphcopy.Options{
 		Concurrency: opts.Concurrency,
 		MountFrom:   func(d ocispec.Descriptor) []string { return mounts.from(d.Digest, name) },
+		// each blob is opened again from the bundle and its upload restarted on a
+		// transient failure; each manifest pushed again
+		Retry: opts.Client.Retry,
 		OnBlob: func(d ocispec.Descriptor, how graphcopy.How) {
 			mounts.add(d.Digest, name)
 			if opts.OnBlob != nil {
@@ -460,8 +463,11 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 			return pr, err
 		}
 	}
-	var err error
-	if pr.api, err = referrers.Probe(ctx, repo); err != nil {
+	err := opts.Client.Retry(ctx, "probing the referrers API of "+dest, func(ctx context.Context) (err error) {
+		pr.api, err = referrers.Probe(ctx, repo)
+		return err
+	})
+	if err != nil {
 		pr.stats = copier.Stats()
 		return pr, err
 	}
@@ -489,7 +495,7 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 	}
 	pr.stats = sumStats(copier, attCopier)
 	if !pr.api {
-		if err := writeReferrersIndexes(ctx, repo, r); err != nil {
+		if err := writeReferrersIndexes(ctx, opts.Client, repo, r); err != nil {
 			return pr, err
 		}
 	}
@@ -507,7 +513,7 @@ func sumStats(a, b *graphcopy.Copier) graphcopy.Stats {
 // writeReferrersIndexes writes, for every subject of r with referrers, its referrers
 // tag schema index (tag sha256-<hex>): the referrers the registry already lists there
 // and the bundle's, once. A replaced index is left untagged (never deleted).
-func writeReferrersIndexes(ctx context.Context, repo *orasremote.Repository, r *referrers.Repo) error {
+func writeReferrersIndexes(ctx context.Context, client *remote.Client, repo *orasremote.Repository, r *referrers.Repo) error {
 	bySubject := map[digest.Digest][]ocispec.Descriptor{}
 	var order []digest.Digest
 	for _, n := range r.Attachments {
@@ -521,7 +527,7 @@ func writeReferrersIndexes(ctx context.Context, repo *orasremote.Repository, r *
 		bySubject[s] = append(bySubject[s], referrers.Descriptor(n.Descriptor(), n.Manifest))
 	}
 	for _, s := range order {
-		if err := mergeReferrersIndex(ctx, repo, s, bySubject[s]); err != nil {
+		if err := mergeReferrersIndex(ctx, client, repo, s, bySubject[s]); err != nil {
 			return err
 		}
 	}
@@ -530,15 +536,22 @@ func writeReferrersIndexes(ctx context.Context, repo *orasremote.Repository, r *
 
 // mergeReferrersIndex adds list to the referrers tag schema index of subject (tag
 // sha256-<hex>), keeping what the registry already lists there; it writes nothing
-// when every referrer is listed already.
-func mergeReferrersIndex(ctx context.Context, repo *orasremote.Repository, subject digest.Digest, list []ocispec.Descriptor) error {
+// when every referrer is listed already. A transient failure reads and merges again
+// (client.Retry).
+func mergeReferrersIndex(ctx context.Context, client *remote.Client, repo *orasremote.Repository, subject digest.Digest, list []ocispec.Descriptor) error {
 	tag := oci.ReferrersTag(subject)
+	return client.Retry(ctx, "writing the referrers index "+tag, func(ctx context.Context) error {
+		return mergeReferrersIndexOnce(ctx, repo, tag, list)
+	})
+}
+
+func mergeReferrersIndexOnce(ctx context.Context, repo *orasremote.Repository, tag string, list []ocispec.Descriptor) error {
 	old, err := existingReferrers(ctx, repo, tag)
 	if err != nil {
 		return fmt.Errorf("reading the referrers index %s: %w", tag, err)
 	}
 	have := map[digest.Digest]bool{}
-	merged := old
+	merged := slices.Clone(old)
 	for _, d := range old {
 		have[d.Digest] = true
 	}
@@ -617,12 +630,12 @@ func pushTags(ctx context.Context, opts Options, store referrers.Store, repo *or
 		}
 		if tm, ok := extra[t]; ok {
 			done[t] = true
-			if err := repo.PushReference(ctx, tm.desc, bytes.NewReader(tm.b), t); err != nil {
-				return nil, fmt.Errorf("tagging %s as %s: %w", tm.desc.Digest, t, err)
+			if err := pushTag(ctx, opts.Client, repo, tm.desc, tm.b, t); err != nil {
+				return nil, err
 			}
 			continue
 		}
-		if err := tag(ctx, store, repo, n.Descriptor(), t); err != nil {
+		if err := tag(ctx, opts.Client, store, repo, n.Descriptor(), t); err != nil {
 			return nil, err
 		}
 	}
@@ -631,8 +644,8 @@ func pushTags(ctx context.Context, opts Options, store referrers.Store, repo *or
 			continue
 		}
 		tm := extra[t]
-		if err := repo.PushReference(ctx, tm.desc, bytes.NewReader(tm.b), t); err != nil {
-			return nil, fmt.Errorf("tagging %s as %s: %w", tm.desc.Digest, t, err)
+		if err := pushTag(ctx, opts.Client, repo, tm.desc, tm.b, t); err != nil {
+			return nil, err
 		}
 	}
 	var maps []Mapping
@@ -640,7 +653,7 @@ func pushTags(ctx context.Context, opts Options, store referrers.Store, repo *or
 		e := img.Entry
 		m := Mapping{Source: e.Name(), Digest: e.Descriptor.Digest, Destination: dest + "@" + e.Descriptor.Digest.String()}
 		if e.Tag != "" {
-			if err := tag(ctx, store, repo, img.Root.Descriptor(), e.Tag); err != nil {
+			if err := tag(ctx, opts.Client, store, repo, img.Root.Descriptor(), e.Tag); err != nil {
 				return maps, err
 			}
 			m.Destination = dest + ":" + e.Tag
@@ -652,7 +665,7 @@ func pushTags(ctx context.Context, opts Options, store referrers.Store, repo *or
 	return maps, nil
 }
 
-func tag(ctx context.Context, store referrers.Store, repo *orasremote.Repository, desc ocispec.Descriptor, t string) error {
+func tag(ctx context.Context, client *remote.Client, store referrers.Store, repo *orasremote.Repository, desc ocispec.Descriptor, t string) error {
 	rc, err := store.Fetch(ctx, desc)
 	if err != nil {
 		return err
@@ -661,7 +674,16 @@ func tag(ctx context.Context, store referrers.Store, repo *orasremote.Repository
 	if err != nil {
 		return err
 	}
-	if err := repo.PushReference(ctx, desc, bytes.NewReader(b), t); err != nil {
+	return pushTag(ctx, client, repo, desc, b, t)
+}
+
+// pushTag moves tag t to desc (content b, already in the registry by digest), again
+// on a transient failure: moving a tag to the same manifest twice is harmless.
+func pushTag(ctx context.Context, client *remote.Client, repo *orasremote.Repository, desc ocispec.Descriptor, b []byte, t string) error {
+	err := client.Retry(ctx, "tagging "+desc.Digest.String()+" as "+t, func(ctx context.Context) error {
+		return repo.PushReference(ctx, desc, bytes.NewReader(b), t)
+	})
+	if err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", desc.Digest, t, err)
 	}
 	return nil
