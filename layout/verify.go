@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/petra-oci/petra-oci/internal/ctxio"
 )
 
 // Sentinel errors of bundle verification. Root.Verify, VerifyFiles and the reads of a
@@ -345,7 +347,7 @@ func (t *tree) hashOne(ctx context.Context, j *job, buf []byte) (File, error) {
 	if j.want != nil {
 		limit = j.want.Size + 1 // a file that grows is not read forever
 	}
-	n, err := io.CopyBuffer(w, &ctxReader{ctx: ctx, r: io.LimitReader(f, limit)}, buf)
+	n, err := io.CopyBuffer(w, ctxio.Reader(ctx, io.LimitReader(f, limit)), buf)
 	if err != nil {
 		if ctx.Err() != nil {
 			return File{}, context.Cause(ctx)
@@ -395,19 +397,6 @@ func (t *tree) open(rel string, walked fs.FileInfo) (*os.File, error) {
 		return nil, &FileError{Path: rel, Kind: ErrUnsafeFile, Detail: "replaced during verification"}
 	}
 	return f, nil
-}
-
-// ctxReader stops a copy when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 func fileType(m fs.FileMode) string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/petra-oci/petra-oci/internal/ctxio"
 	"github.com/petra-oci/petra-oci/internal/signing"
 )
 
@@ -103,12 +104,12 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 		}
 	}()
 	cw := &chunkWriter{dir: tmp, size: opts.SplitSize, sync: opts.Sync}
-	archive := &countingHash{w: cw, h: newAsyncHash()}
+	archive := &ctxio.HashingWriter{W: cw, H: newAsyncHash()}
 	zw, closeZ, err := compressed(archive, opts.Zstd)
 	if err != nil {
 		return err
 	}
-	tarSide := &countingHash{w: zw, h: nullHash{}}
+	tarSide := &ctxio.HashingWriter{W: zw, H: nullHash{}}
 	if err := src.writeTar(ctx, tarSide); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}

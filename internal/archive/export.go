@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/petra-oci/petra-oci/internal/ctxio"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -340,7 +340,7 @@ func (s *exportSource) copyFile(ctx context.Context, tw *tar.Writer, e entry, bu
 		return fmt.Errorf("tar header of %s: %w", e.name, err)
 	}
 	h := newAsyncHash()
-	n, err := io.CopyBuffer(io.MultiWriter(tw, h), &ctxReader{ctx, io.LimitReader(f, e.size)}, buf)
+	n, err := io.CopyBuffer(io.MultiWriter(tw, h), ctxio.Reader(ctx, io.LimitReader(f, e.size)), buf)
 	sum := h.sum()
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", e.name, err)
@@ -367,20 +367,6 @@ func compressed(w io.Writer, useZstd bool) (io.Writer, func() error, error) {
 	return zw, zw.Close, nil
 }
 
-// countingHash counts and hashes what is written through it.
-type countingHash struct {
-	w io.Writer
-	h hash.Hash
-	n int64
-}
-
-func (c *countingHash) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.h.Write(p[:n])
-	c.n += int64(n)
-	return n, err
-}
-
 func exportFile(ctx context.Context, src *exportSource, opts ExportOptions, res *ExportResult) (err error) {
 	out := filepath.Clean(opts.Out)
 	if fi, err := os.Lstat(out); err == nil && !fi.Mode().IsRegular() {
@@ -397,13 +383,13 @@ func exportFile(ctx context.Context, src *exportSource, opts ExportOptions, res 
 		}
 	}()
 	bw := bufio.NewWriterSize(f, copyBufSize)
-	archive := &countingHash{w: bw, h: newAsyncHash()}
-	tarSide := &countingHash{w: nil, h: nullHash{}}
+	archive := &ctxio.HashingWriter{W: bw, H: newAsyncHash()}
+	tarSide := &ctxio.HashingWriter{W: nil, H: nullHash{}}
 	zw, closeZ, err := compressed(archive, opts.Zstd)
 	if err != nil {
 		return err
 	}
-	tarSide.w = zw
+	tarSide.W = zw
 	if err := src.writeTar(ctx, tarSide); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -429,12 +415,12 @@ func exportFile(ctx context.Context, src *exportSource, opts ExportOptions, res 
 	}
 	res.Out = out
 	res.Archive = archiveInfo(archive, tarSide, opts.Zstd)
-	emit(opts.Progress, Event{Phase: "done", Done: archive.n, Total: archive.n, Message: "wrote " + out})
+	emit(opts.Progress, Event{Phase: "done", Done: archive.N, Total: archive.N, Message: "wrote " + out})
 	return nil
 }
 
-func archiveInfo(archive, tarSide *countingHash, z bool) ArchiveInfo {
-	a := ArchiveInfo{Size: archive.n, SHA256: hex.EncodeToString(archive.h.Sum(nil)), Compression: CompressionNone, TarSize: tarSide.n}
+func archiveInfo(archive, tarSide *ctxio.HashingWriter, z bool) ArchiveInfo {
+	a := ArchiveInfo{Size: archive.N, SHA256: hex.EncodeToString(archive.H.Sum(nil)), Compression: CompressionNone, TarSize: tarSide.N}
 	if z {
 		a.Compression = CompressionZstd
 	}
@@ -454,17 +440,4 @@ func emit(p func(Event), e Event) {
 	if p != nil {
 		p(e)
 	}
-}
-
-// ctxReader stops a long read when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

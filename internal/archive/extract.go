@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/petra-oci/petra-oci/internal/ctxio"
 	"github.com/petra-oci/petra-oci/layout"
 )
 
@@ -111,7 +112,7 @@ func checkName(raw string) (string, error) {
 // run extracts the tar stream r (positioned at an entry boundary, st.Offset bytes into
 // the stream) until its end.
 func (x *extractor) run(ctx context.Context, r io.Reader) error {
-	cr := &countReader{r: &ctxReader{ctx, r}, n: x.st.Offset}
+	cr := &countReader{r: ctxio.Reader(ctx, r), n: x.st.Offset}
 	x.setLimit(cr)
 	tr := tar.NewReader(cr)
 	buf := make([]byte, copyBufSize)

@@ -19,6 +19,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/ctxio"
 	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -548,7 +549,7 @@ func hashFile(ctx context.Context, p string) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, &ctxReader{ctx, f}, make([]byte, copyBufSize)); err != nil {
+	if _, err := io.CopyBuffer(h, ctxio.Reader(ctx, f), make([]byte, copyBufSize)); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -40,10 +40,15 @@ var rules = []rule{
 		forbidden: func(dep string) bool { return strings.HasPrefix(dep, module+"/") },
 	},
 	{
-		name:    "layout builds on oci only",
+		name:      "internal/ctxio is a leaf: it imports no package of the module",
+		applies:   func(p string) bool { return p == "internal/ctxio" },
+		forbidden: func(dep string) bool { return strings.HasPrefix(dep, module+"/") },
+	},
+	{
+		name:    "layout builds on oci (and the io adapters of internal/ctxio) only",
 		applies: func(p string) bool { return p == "layout" },
 		forbidden: func(dep string) bool {
-			return strings.HasPrefix(dep, module+"/") && dep != module+"/oci"
+			return strings.HasPrefix(dep, module+"/") && dep != module+"/oci" && dep != module+"/internal/ctxio"
 		},
 	},
 	{
@@ -159,6 +164,7 @@ func TestImportRules(t *testing.T) {
 func TestRulesCatchViolations(t *testing.T) {
 	bad := []pkg{
 		{ImportPath: module + "/oci", Imports: []string{module + "/layout"}},
+		{ImportPath: module + "/internal/ctxio", Imports: []string{module + "/oci"}},
 		{ImportPath: module + "/layout", Imports: []string{module + "/internal/bundle"}},
 		{ImportPath: module + "/referrers", Imports: []string{module + "/internal/pack"}},
 		{ImportPath: module + "/internal/unpack", Imports: []string{module + "/cmd/petra-oci"}},

@@ -27,7 +27,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -41,6 +40,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/internal/ctxio"
 	"github.com/petra-oci/petra-oci/internal/unpack"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
@@ -555,24 +555,10 @@ func readManifest(ctx context.Context, store referrers.Store, d ocispec.Descript
 	return oci.ParseManifest(d, b)
 }
 
-// countingWriter counts and hashes what reaches the destination.
-type countingWriter struct {
-	w io.Writer
-	h hash.Hash
-	n int64
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.h.Write(b[:n])
-	c.n += int64(n)
-	return n, err
-}
-
 // write streams the archive to w: the blobs, read through the verified store, then
 // index.json and oci-layout, every entry sorted by name.
 func (p *plan) write(ctx context.Context, w io.Writer, res *Result) error {
-	cw := &countingWriter{w: w, h: sha256.New()}
+	cw := &ctxio.HashingWriter{W: w, H: sha256.New()}
 	var out io.Writer = cw
 	var zw *zstd.Encoder
 	if p.opts.Compression == CompressionZstd {
@@ -620,8 +606,8 @@ func (p *plan) write(ctx context.Context, w io.Writer, res *Result) error {
 			return err
 		}
 	}
-	res.ArchiveBytes = cw.n
-	res.ArchiveSHA256 = hex.EncodeToString(cw.h.Sum(nil))
+	res.ArchiveBytes = cw.N
+	res.ArchiveSHA256 = hex.EncodeToString(cw.H.Sum(nil))
 	p.opts.Log.Info("archive written", "images", len(res.Images), "blobs", res.Blobs, "blobBytes", res.BlobBytes, "archiveBytes", res.ArchiveBytes)
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/petra-oci/petra-oci/internal/ctxio"
 )
 
 // MediaTypeBundleV03 is the media type of the bundles SignBlob writes.
@@ -36,7 +38,7 @@ func SignBlob(ctx context.Context, s Signer, content io.Reader) ([]byte, error) 
 	}
 	hashFn := s.hash()
 	h := hashFn.New()
-	if _, err := io.Copy(h, ctxReader{ctx, content}); err != nil {
+	if _, err := io.Copy(h, ctxio.Reader(ctx, content)); err != nil {
 		return nil, fmt.Errorf("signing: reading the content to sign: %w", err)
 	}
 	digest := h.Sum(nil)
@@ -86,17 +88,4 @@ func protoHash(h crypto.Hash) (protocommon.HashAlgorithm, error) {
 		return protocommon.HashAlgorithm_SHA2_512, nil
 	}
 	return 0, fmt.Errorf("signing: %w: hash %v", ErrWrongKeyType, h)
-}
-
-// ctxReader stops a long read when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
+
+	"github.com/petra-oci/petra-oci/internal/ctxio"
 )
 
 // MaxBundleSize is the largest bundle VerifyBlob accepts. Read bundles with
@@ -355,7 +357,7 @@ func artifactPolicy(ctx context.Context, content io.Reader, digest string) (veri
 	case content != nil && digest != "":
 		return nil, "", fmt.Errorf("signing: %w: both content and an artifact digest: give one", ErrInvalidOptions)
 	case content != nil:
-		return verify.WithArtifact(ctxReader{ctx, content}), "", nil
+		return verify.WithArtifact(ctxio.Reader(ctx, content)), "", nil
 	case digest == "":
 		return nil, "", fmt.Errorf("signing: %w: no content and no artifact digest", ErrInvalidOptions)
 	}
