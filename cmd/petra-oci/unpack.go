@@ -78,10 +78,10 @@ Retry-After, within --retries and --retry-max-time (docs/faults.md); one that st
 gives up with exit 70, naming the operation, the attempts and the last error.
 
 --require-evidence refuses the bundle before anything is pushed (exit 34) unless every
-image carries pack's verification summary signed with the key that verified the bundle
-(--key), naming the image's digest, PASSED and, with --policy or --image-key, the pinned
+image and every child of it carries pack's verification summary signed with the key that verified the bundle
+(--key), naming that digest, PASSED and, with --policy or --image-key, the pinned
 policy's digest. --attest-key (a key of this side: cosign key file with
-$COSIGN_PASSWORD, or KMS reference) signs an import record per image once its content is
+$COSIGN_PASSWORD, or KMS reference) signs an import record per image and child once its content is
 pushed and before any tag moves: a SLSA verification summary "verified at import"
 (bundle id and sequence, metadata digest, the summary checked, the pinned policy),
 attached in the form the image's signatures call for, as pack attaches its summary (see
@@ -93,9 +93,9 @@ docs/evidence.md). Check it with:
 			outputFlag(),
 			&cli.BoolFlag{Name: "unsafe-skip-verify", Usage: "UNSAFE: push without verifying the bundle's signature, files and images (refuses verification flags given with it)"},
 			&cli.BoolFlag{Name: "allow-rollback", Usage: "let a tag move back to content from an older bundle (of any series) than the one that last set it"},
-			&cli.BoolFlag{Name: "require-evidence", Usage: "refuse the bundle, before pushing, unless every image carries pack's verification summary signed with the bundle key (--key), about its digest, PASSED, naming the pinned policy"},
+			&cli.BoolFlag{Name: "require-evidence", Usage: "refuse the bundle, before pushing, unless every image and child carries pack's verification summary signed with the bundle key (--key), about its digest, PASSED, naming the pinned policy"},
 			&cli.StringFlag{Name: "emit-admission", Usage: "once everything is pushed, write the admission resources for --to to `OUTDIR`, as 'petra-oci admission' does (checked before the first push: a policy they cannot express refuses the bundle)"},
-			&cli.StringFlag{Name: "attest-key", Usage: "sign an import record for every image with this cosign private key `FILE` (password from $COSIGN_PASSWORD) or KMS reference (hashivault://, awskms://, gcpkms://, azurekms://), attached at the destination"},
+			&cli.StringFlag{Name: "attest-key", Usage: "sign an import record for every image and child with this cosign private key `FILE` (password from $COSIGN_PASSWORD) or KMS reference (hashivault://, awskms://, gcpkms://, azurekms://), attached at the destination"},
 		}, verifyFlags()...), replayFlags()...), registryFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
