@@ -10,6 +10,7 @@ package graphcopy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -185,7 +186,7 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 	}
 	visit(Node{Descriptor: desc, Manifest: m, Parent: parent, Position: position})
 
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := newGroup(ctx)
 	if oci.IsIndex(desc.MediaType) {
 		for i, child := range m.Manifests {
 			if include != nil && !include(child) {
@@ -359,4 +360,45 @@ func sortNodes(nodes []Node) {
 		sorted[k] = nodes[i]
 	}
 	copy(nodes, sorted)
+}
+
+// group is an errgroup whose Wait returns the error that made the group stop, not an
+// error a sibling saw only because the group's context was cancelled: when one blob
+// gives up, the others of its graph end with context.Canceled, and the error reported
+// must be the one that gave up, whichever goroutine returns first.
+type group struct {
+	g      *errgroup.Group
+	parent context.Context
+	mu     sync.Mutex
+	err    error
+}
+
+func newGroup(ctx context.Context) (*group, context.Context) {
+	g, gctx := errgroup.WithContext(ctx)
+	return &group{g: g, parent: ctx}, gctx
+}
+
+func (g *group) Go(f func() error) {
+	g.g.Go(func() error {
+		err := f()
+		if err != nil {
+			g.mu.Lock()
+			if g.err == nil || (g.cancelled(g.err) && !g.cancelled(err)) {
+				g.err = err
+			}
+			g.mu.Unlock()
+		}
+		return err
+	})
+}
+
+// cancelled reports whether err is only the group's own cancellation (the parent
+// context still runs).
+func (g *group) cancelled(err error) bool {
+	return g.parent.Err() == nil && errors.Is(err, context.Canceled)
+}
+
+func (g *group) Wait() error {
+	_ = g.g.Wait()
+	return g.err
 }
