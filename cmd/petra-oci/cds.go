@@ -5,15 +5,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
 	"github.com/petra-oci/petra-oci/internal/archive"
+	"github.com/petra-oci/petra-oci/internal/audit"
 )
 
 // archiveExportFlags are the flags of `export --format bundle`.
@@ -24,6 +27,7 @@ func archiveExportFlags() []cli.Flag {
 		&cli.IntFlag{Name: "parity", Usage: "add `N` Reed-Solomon parity chunks (with --split): any N lost or corrupted chunks are rebuilt at import"},
 		&cli.BoolFlag{Name: "zstd", Usage: "compress the tar stream with zstd"},
 		&cli.BoolFlag{Name: "sync", Usage: "fsync every file written before the rename into place (durable against a crash right after the export)"},
+		&cli.StringFlag{Name: "audit-segment", Usage: "after the export, append its entry to the audit log and copy the whole log to this `FILE`: the connected side's segment, carried beside the archive and given to import (docs/audit.md)"},
 		outputFlag(),
 	}, signFlags()...)
 }
@@ -78,6 +82,11 @@ func exportArchive(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if seg := c.String("audit-segment"); seg != "" {
+		if err := writeAuditSegment(c, seg, &audit.Bundle{ID: res.BundleID, Sequence: res.Sequence, MetadataDigest: digest.Digest(res.MetadataDigest), Dir: c.Args().First()}, res.Out); err != nil {
+			return err
+		}
+	}
 	return render(c, asJSON, res, func() {
 		a := res.Archive
 		fmt.Fprintf(c.App.Writer, "%s\t%d bytes\tsha256:%s\n", res.Out, a.Size, a.SHA256)
@@ -109,6 +118,8 @@ verified are not read again, extracted files are not extracted again.`,
 		Flags: append(append([]cli.Flag{
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "bundle `DIR` to create (must not exist)"},
 			outputFlag(),
+			&cli.StringFlag{Name: "audit-segment", Usage: "the connected side's audit log segment `FILE` (export --audit-segment): verified before anything is imported, then continued by this side's log, so one trail reads across the gap"},
+			&cli.StringSliceFlag{Name: "audit-segment-key", Usage: "public key `FILE` that must have signed the segment's checkpoints (repeatable); without one the chain is checked, its signatures are not"},
 		}, verifyFlags()...), replayFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -125,6 +136,21 @@ verified are not read again, extracted files are not extracted again.`,
 			if err != nil {
 				return err
 			}
+			// the connected side's trail is checked first: a segment that does not verify
+			// refuses the import before anything is written
+			seg := c.String("audit-segment")
+			var segKeys [][]byte
+			if seg != "" {
+				if auditRecordOf(c) == nil {
+					return cli.Exit("import: --audit-segment needs the audit log (--audit-log is none)", exitUsage)
+				}
+				if segKeys, err = readKeys(c.StringSlice("audit-segment-key")); err != nil {
+					return err
+				}
+				if _, _, err := audit.VerifySegment(c.Context, seg, segKeys); err != nil {
+					return fmt.Errorf("import: audit segment %s: %w", seg, err)
+				}
+			}
 			prog := newCDSProgress(c, asJSON)
 			res, err := archive.Import(c.Context, c.Args().First(), archive.ImportOptions{Out: c.String("out"), Verify: *vopts, Progress: prog.event})
 			prog.done()
@@ -137,6 +163,12 @@ verified are not read again, extracted files are not extracted again.`,
 			}
 			if err != nil {
 				return err
+			}
+			if seg != "" {
+				b := &audit.Bundle{ID: res.BundleID, Sequence: res.Sequence, MetadataDigest: digest.Digest(res.MetadataDigest), Dir: res.Out}
+				if _, err := auditImport(c, b, seg, segKeys); err != nil {
+					return err
+				}
 			}
 			return render(c, asJSON, res, func() {
 				fmt.Fprintf(c.App.Writer, "OK %s: bundle %s sequence %d\n", res.Out, res.BundleID, res.Sequence)
@@ -213,4 +245,32 @@ func (p *cdsProgress) done() {
 	if p.tty && p.shown {
 		fmt.Fprintln(p.w)
 	}
+}
+
+// writeAuditSegment appends export's entry to the audit log and copies the log, ending
+// with it, to path (written to a temporary sibling and renamed once complete).
+func writeAuditSegment(c *cli.Context, path string, b *audit.Bundle, out string) error {
+	if auditRecordOf(c) == nil {
+		return cli.Exit("export: --audit-segment needs the audit log (--audit-log is none)", exitUsage)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("audit segment: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := auditExport(c, b, out, tmp); err != nil {
+		tmp.Close()
+		return fmt.Errorf("audit segment %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("audit segment %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("audit segment %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("audit segment %s: %w", path, err)
+	}
+	return nil
 }

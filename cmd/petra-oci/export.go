@@ -76,7 +76,7 @@ same bytes.`,
 			archiveExportFlags(), containerdExportFlags(), verifyFlags(), replayFlags(),
 		),
 		Action: func(c *cli.Context) error {
-			only := map[string][]string{"bundle": {"split", "parity", "sync"}, prepull.Format: {"registry", "platform", "with-attachments"}}
+			only := map[string][]string{"bundle": {"split", "parity", "sync", "audit-segment"}, prepull.Format: {"registry", "platform", "with-attachments"}}
 			for format, flags := range only {
 				for _, fl := range flags {
 					if c.IsSet(fl) && c.String("format") != format {
