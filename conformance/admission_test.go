@@ -134,6 +134,29 @@ type testerVerdict struct {
 	Warns  []string `json:"warnings"`
 }
 
+// assertVerdict checks one tester verdict: admitted (exit 0, no errors), or refused
+// (exit 1) with errors naming every one of errs and, when given, one of anyErrs.
+func assertVerdict(t *testing.T, k registrytest.Kind, name string, v testerVerdict, admit bool, errs, anyErrs []string) {
+	t.Helper()
+	t.Logf("%s: %s exit %d errors %q warnings %q", k, name, v.res.exitCode, v.Errors, v.Warns)
+	switch {
+	case admit && (v.res.exitCode != 0 || len(v.Errors) != 0):
+		t.Errorf("%s: refused, want admitted:\n%s", name, v.res)
+	case !admit && (v.res.exitCode != 1 || len(v.Errors) == 0):
+		t.Errorf("%s: exit %d errors %q, want refused (exit 1, errors):\n%s", name, v.res.exitCode, v.Errors, v.res)
+	case !admit:
+		all := strings.Join(v.Errors, "\n")
+		for _, s := range errs {
+			if !strings.Contains(all, s) {
+				t.Errorf("%s: the tester's errors do not name %q:\n%s", name, s, all)
+			}
+		}
+		if len(anyErrs) > 0 && !containsAny(all, anyErrs) {
+			t.Errorf("%s: the tester's errors name none of %q:\n%s", name, anyErrs, all)
+		}
+	}
+}
+
 func runTester(t *testing.T, e *env, bin, policy, trustRoot, ref string) testerVerdict {
 	t.Helper()
 	args := []string{"-policy", policy, "-image", ref, "-log-level", "warn"}
@@ -297,23 +320,7 @@ func admissionTester(t *testing.T, tester string, k registrytest.Kind, withPolic
 	}
 	wg.Wait()
 	for _, c := range cases {
-		t.Logf("%s: %s exit %d errors %q warnings %q", k, c.name, c.v.res.exitCode, c.v.Errors, c.v.Warns)
-		switch {
-		case c.admit && (c.v.res.exitCode != 0 || len(c.v.Errors) != 0):
-			t.Errorf("%s: refused, want admitted:\n%s", c.name, c.v.res)
-		case !c.admit && (c.v.res.exitCode != 1 || len(c.v.Errors) == 0):
-			t.Errorf("%s: exit %d errors %q, want refused (exit 1, errors):\n%s", c.name, c.v.res.exitCode, c.v.Errors, c.v.res)
-		case !c.admit:
-			all := strings.Join(c.v.Errors, "\n")
-			for _, s := range c.errs {
-				if !strings.Contains(all, s) {
-					t.Errorf("%s: the tester's errors do not name %q:\n%s", c.name, s, all)
-				}
-			}
-			if len(c.anyErrs) > 0 && !containsAny(all, c.anyErrs) {
-				t.Errorf("%s: the tester's errors name none of %q:\n%s", c.name, c.anyErrs, all)
-			}
-		}
+		assertVerdict(t, k, c.name, c.v, c.admit, c.errs, c.anyErrs)
 	}
 }
 
@@ -696,19 +703,6 @@ spec:
 	}
 	wg.Wait()
 	for _, c := range cases {
-		t.Logf("%s: %s exit %d errors %q warnings %q", k, c.name, c.v.res.exitCode, c.v.Errors, c.v.Warns)
-		switch {
-		case c.admit && (c.v.res.exitCode != 0 || len(c.v.Errors) != 0):
-			t.Errorf("%s: refused, want admitted:\n%s", c.name, c.v.res)
-		case !c.admit && (c.v.res.exitCode != 1 || len(c.v.Errors) == 0):
-			t.Errorf("%s: exit %d errors %q, want refused (exit 1, errors):\n%s", c.name, c.v.res.exitCode, c.v.Errors, c.v.res)
-		case !c.admit:
-			all := strings.Join(c.v.Errors, "\n")
-			for _, s := range c.errs {
-				if !strings.Contains(all, s) {
-					t.Errorf("%s: the tester's errors do not name %q:\n%s", c.name, s, all)
-				}
-			}
-		}
+		assertVerdict(t, k, c.name, c.v, c.admit, c.errs, nil)
 	}
 }

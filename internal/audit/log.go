@@ -423,18 +423,11 @@ type Segment struct {
 // Export calls it after appending its own export entry (and checkpoint), so the segment
 // it carries ends with them.
 func CopySegment(ctx context.Context, path string, w io.Writer) (*Segment, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, unlock, err := openShared(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
+		return nil, err
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("audit: %s is not a regular file", path)
-	}
-	if err := lock(ctx, f, syscall.LOCK_SH); err != nil {
-		return nil, fmt.Errorf("audit: locking %s: %w", path, err)
-	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	defer unlock()
 	h := sha256.New()
 	var seg Segment
 	r := bufio.NewReaderSize(f, MaxLineBytes+1)
@@ -476,4 +469,25 @@ func CopySegment(ctx context.Context, path string, w io.Writer) (*Segment, error
 	seg.Head = headOf(lastSeq, last)
 	seg.Digest = digest.NewDigest(digest.SHA256, h)
 	return &seg, nil
+}
+
+// openShared opens the log at path for reading (a regular file, no symlink) and holds
+// a shared lock on it, so no append is half seen; the returned func unlocks and closes.
+func openShared(ctx context.Context, path string) (*os.File, func(), error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit: opening %s: %w", path, err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("audit: %s is not a regular file", path)
+	}
+	if err := lock(ctx, f, syscall.LOCK_SH); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("audit: locking %s: %w", path, err)
+	}
+	return f, func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }

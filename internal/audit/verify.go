@@ -240,18 +240,11 @@ func Verify(ctx context.Context, paths []string, opts VerifyOptions) (*Report, e
 // readLog reads every line of path under a shared lock (calling whileLocked before
 // releasing it), streaming: at most MaxLineBytes of a line in memory.
 func readLog(ctx context.Context, path string, rep *Report, keep bool, whileLocked func()) (*logFile, error) {
-	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	fd, unlock, err := openShared(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
+		return nil, err
 	}
-	defer fd.Close()
-	if fi, err := fd.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("audit: %s is not a regular file", path)
-	}
-	if err := lock(ctx, fd, syscall.LOCK_SH); err != nil {
-		return nil, fmt.Errorf("audit: locking %s: %w", path, err)
-	}
-	defer syscall.Flock(int(fd.Fd()), syscall.LOCK_UN)
+	defer unlock()
 	f := &logFile{path: path, bySeq: map[uint64]int{}}
 	r := bufio.NewReaderSize(fd, MaxLineBytes+1)
 	for n := 1; ; n++ {
