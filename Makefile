@@ -19,7 +19,7 @@ test: tools
 	go vet ./...
 	go test -timeout $(TEST_TIMEOUT) ./...
 	# signing and verification again inside Go's FIPS 140-3 module (docs/fips.md)
-	GODEBUG=fips140=only go test -timeout $(TEST_TIMEOUT) ./internal/signing/ ./layout/
+	GODEBUG=fips140=only go test -timeout $(TEST_TIMEOUT) ./signing/ ./layout/
 	@echo "make test: all tests passed"
 
 demo:

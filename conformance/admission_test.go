@@ -50,12 +50,12 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"sigs.k8s.io/yaml"
 
+	"github.com/petra-oci/petra-oci/evidence"
 	"github.com/petra-oci/petra-oci/internal/admission"
-	"github.com/petra-oci/petra-oci/internal/evidence"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // policyTester returns policy-controller's tester at the pinned version; a missing

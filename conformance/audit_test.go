@@ -17,8 +17,8 @@ import (
 	"github.com/petra-oci/petra-oci/internal/audit"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // auditRecords returns the entries of logs as `petra-oci audit show --output json` lists them.

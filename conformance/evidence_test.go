@@ -27,7 +27,7 @@ import (
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/petra-oci/petra-oci/internal/evidence"
+	"github.com/petra-oci/petra-oci/evidence"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
 	"github.com/petra-oci/petra-oci/oci"

@@ -17,10 +17,10 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/petra-oci/petra-oci/internal/fixture"
-	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/pack"
 )
 
 // faultRetryFlags bound the fault suite's retries: more tries than the default and

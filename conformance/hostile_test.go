@@ -37,9 +37,9 @@ import (
 
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/replay"
-	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/replay"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 const (

@@ -24,14 +24,14 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/petra-oci/petra-oci/internal/evidence"
+	"github.com/petra-oci/petra-oci/evidence"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/signing"
-	"github.com/petra-oci/petra-oci/internal/unpack"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
 	"github.com/petra-oci/petra-oci/referrers"
+	"github.com/petra-oci/petra-oci/signing"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // exitNoEvidence is unpack --require-evidence's refusal (evidence.ErrNoEvidence).

@@ -24,11 +24,11 @@ import (
 
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/inspect"
-	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/unpack"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/pack"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 const (

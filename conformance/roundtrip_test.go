@@ -17,16 +17,16 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
-	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	petraremote "github.com/petra-oci/petra-oci/internal/remote"
-	"github.com/petra-oci/petra-oci/internal/replay"
-	"github.com/petra-oci/petra-oci/internal/signing"
-	"github.com/petra-oci/petra-oci/internal/unpack"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/pack"
+	petraremote "github.com/petra-oci/petra-oci/remote"
+	"github.com/petra-oci/petra-oci/replay"
+	"github.com/petra-oci/petra-oci/signing"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 func client(t testing.TB) *petraremote.Client {
@@ -73,7 +73,7 @@ func packImages(t testing.TB, refs ...string) (string, *pack.Result) {
 	for _, r := range refs {
 		specs = append(specs, pack.ImageSpec{Ref: r})
 	}
-	res, err := pack.Pack(context.Background(), pack.Options{Images: specs, Dir: dir, Client: client(t),
+	res, err := pack.Pack(context.Background(), pack.Options{UnsafeNoPolicy: true, Images: specs, Dir: dir, Client: client(t),
 		Seal: bundle.SealOptions{Signer: bundleKey}})
 	if err != nil {
 		t.Fatalf("pack: %v", err)
@@ -249,7 +249,7 @@ func TestPlatformFilter(t *testing.T) {
 	src := registrytest.Start(t, registrytest.InProcess)
 	img := fixture.Chainguard(ctx, t, src.Host, "chainguard/static", "latest", fixture.Options{Seed: 2})
 	dir := filepath.Join(t.TempDir(), "bundle")
-	res, err := pack.Pack(ctx, pack.Options{
+	res, err := pack.Pack(ctx, pack.Options{UnsafeNoPolicy: true,
 		Images: []pack.ImageSpec{{Ref: img.Repo + ":latest"}}, Platforms: []string{"linux/arm64"},
 		Dir: dir, Client: client(t),
 	})
@@ -276,7 +276,7 @@ func TestPlatformFilter(t *testing.T) {
 	if ok, _ := l.Exists(ctx, img.Signatures[arm.Digest]); !ok {
 		t.Errorf("signature of the kept child missing")
 	}
-	if _, err := pack.Pack(ctx, pack.Options{
+	if _, err := pack.Pack(ctx, pack.Options{UnsafeNoPolicy: true,
 		Images: []pack.ImageSpec{{Ref: img.Repo + ":latest", Platforms: []string{"linux/s390x"}}},
 		Dir:    filepath.Join(t.TempDir(), "b2"), Client: client(t),
 	}); !errors.Is(err, oci.ErrNotFound) {
@@ -292,7 +292,7 @@ func TestRepackSkipsAndResumes(t *testing.T) {
 	img := fixture.Chainguard(ctx, t, src.Host, "chainguard/python", "3", fixture.Options{Seed: 3, LayerBytes: 8 << 20})
 	ref := img.Repo + ":3"
 	dir := filepath.Join(t.TempDir(), "bundle")
-	opts := pack.Options{Images: []pack.ImageSpec{{Ref: ref}}, Dir: dir, Client: client(t), Concurrency: 1,
+	opts := pack.Options{UnsafeNoPolicy: true, Images: []pack.ImageSpec{{Ref: ref}}, Dir: dir, Client: client(t), Concurrency: 1,
 		Seal: bundle.SealOptions{Signer: bundleKey}}
 
 	// interrupt: cancel as soon as the first blob is in place
@@ -343,7 +343,7 @@ func TestPackRefusesBadInput(t *testing.T) {
 		"wrong digest":     src.Host + "/nothing/here@sha256:" + strings.Repeat("0", 64),
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := pack.Pack(ctx, pack.Options{Images: []pack.ImageSpec{{Ref: ref}}, Dir: filepath.Join(t.TempDir(), "b"), Client: client(t)})
+			_, err := pack.Pack(ctx, pack.Options{UnsafeNoPolicy: true, Images: []pack.ImageSpec{{Ref: ref}}, Dir: filepath.Join(t.TempDir(), "b"), Client: client(t)})
 			if err == nil {
 				t.Fatalf("pack %s succeeded", ref)
 			}

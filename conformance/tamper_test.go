@@ -15,13 +15,13 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/replay"
-	"github.com/petra-oci/petra-oci/internal/signing"
-	"github.com/petra-oci/petra-oci/internal/unpack"
 	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/replay"
+	"github.com/petra-oci/petra-oci/signing"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // copyTree copies a bundle directory (regular files and directories only).

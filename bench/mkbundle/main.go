@@ -18,9 +18,9 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 func main() {

@@ -7,9 +7,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/admission"
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/replay"
+	"github.com/petra-oci/petra-oci/replay"
 )
 
 func admissionCommand() *cli.Command {

@@ -9,8 +9,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/petra-oci/petra-oci/internal/analyze/job"
-	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
+	"github.com/petra-oci/petra-oci/policy"
 	"github.com/petra-oci/petra-oci/referrers"
 )
 

@@ -11,9 +11,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/audit"
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // The audit log (docs/audit.md). Every command named in auditedCommands gets the

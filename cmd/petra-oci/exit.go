@@ -5,20 +5,20 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/petra-oci/petra-oci/bundle"
+	"github.com/petra-oci/petra-oci/evidence"
+	"github.com/petra-oci/petra-oci/imageverify"
 	"github.com/petra-oci/petra-oci/internal/archive"
 	"github.com/petra-oci/petra-oci/internal/audit"
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/evidence"
-	"github.com/petra-oci/petra-oci/internal/imageverify"
-	"github.com/petra-oci/petra-oci/internal/policy"
-	"github.com/petra-oci/petra-oci/internal/remote"
-	"github.com/petra-oci/petra-oci/internal/replay"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/internal/serve"
-	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/policy"
 	"github.com/petra-oci/petra-oci/referrers"
+	"github.com/petra-oci/petra-oci/remote"
+	"github.com/petra-oci/petra-oci/replay"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // Exit codes. Verification failures each have their own, so scripts at the air gap

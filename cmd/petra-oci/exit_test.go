@@ -10,11 +10,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/petra-oci/petra-oci/internal/evidence"
-	"github.com/petra-oci/petra-oci/internal/imageverify"
-	"github.com/petra-oci/petra-oci/internal/remote"
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/evidence"
+	"github.com/petra-oci/petra-oci/imageverify"
 	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/remote"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // TestExitCodes: every sentinel of the table maps to its code when wrapped the way the

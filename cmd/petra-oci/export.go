@@ -7,7 +7,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/urfave/cli/v2"
 
-	"github.com/petra-oci/petra-oci/internal/graphcopy"
+	"github.com/petra-oci/petra-oci/graphcopy"
 	"github.com/petra-oci/petra-oci/internal/prepull"
 )
 

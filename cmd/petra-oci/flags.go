@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/petra-oci/petra-oci/internal/remote"
+	"github.com/petra-oci/petra-oci/remote"
 )
 
 func registryFlags() []cli.Flag {

@@ -5,10 +5,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/pack"
-	"github.com/petra-oci/petra-oci/internal/policy"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/pack"
+	"github.com/petra-oci/petra-oci/policy"
 )
 
 func packCommand() *cli.Command {
@@ -93,6 +93,7 @@ Examples:
 				popts.PolicyFile, popts.TrustedRootFile = ip.PolicyFile, ip.TrustedRootFile
 				popts.Evidence = signer != nil && !c.Bool("no-evidence")
 			} else {
+				popts.UnsafeNoPolicy = true
 				logger(c).Warn("no --policy or --image-key: image signatures are NOT verified at pack")
 			}
 			var pol *policy.Policy

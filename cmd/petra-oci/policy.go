@@ -7,10 +7,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/imageverify"
-	"github.com/petra-oci/petra-oci/internal/policy"
+	"github.com/petra-oci/petra-oci/bundle"
+	"github.com/petra-oci/petra-oci/imageverify"
 	"github.com/petra-oci/petra-oci/internal/tufroot"
+	"github.com/petra-oci/petra-oci/policy"
 )
 
 // policyFlags select the image verification policy.

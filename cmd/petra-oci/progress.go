@@ -10,7 +10,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/term"
 
-	"github.com/petra-oci/petra-oci/internal/graphcopy"
+	"github.com/petra-oci/petra-oci/graphcopy"
 )
 
 // progress renders a one-line blob counter on stderr, only when stderr is a terminal

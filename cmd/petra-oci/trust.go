@@ -6,9 +6,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/replay"
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/bundle"
+	"github.com/petra-oci/petra-oci/replay"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // signFlags are the flags of commands that sign a bundle.

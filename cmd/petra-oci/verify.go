@@ -9,9 +9,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/imageverify"
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/bundle"
+	"github.com/petra-oci/petra-oci/imageverify"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 func signCommand() *cli.Command {

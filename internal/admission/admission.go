@@ -27,8 +27,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
-	"github.com/petra-oci/petra-oci/internal/imageverify"
-	"github.com/petra-oci/petra-oci/internal/policy"
+	"github.com/petra-oci/petra-oci/imageverify"
+	"github.com/petra-oci/petra-oci/policy"
 )
 
 // Errors; callers test with errors.Is.

@@ -16,9 +16,9 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/fulcio/certificate"
 	"sigs.k8s.io/yaml"
 
+	"github.com/petra-oci/petra-oci/imageverify"
 	"github.com/petra-oci/petra-oci/internal/fixture"
-	"github.com/petra-oci/petra-oci/internal/imageverify"
-	"github.com/petra-oci/petra-oci/internal/policy"
+	"github.com/petra-oci/petra-oci/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")

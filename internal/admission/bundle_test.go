@@ -10,13 +10,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
-	"github.com/petra-oci/petra-oci/internal/pack"
-	"github.com/petra-oci/petra-oci/internal/policy"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/remote"
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/pack"
+	"github.com/petra-oci/petra-oci/policy"
+	"github.com/petra-oci/petra-oci/remote"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // packed is a bundle packed from fixture images and verified with its policy.

@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/petra-oci/petra-oci/internal/evidence"
-	"github.com/petra-oci/petra-oci/internal/imageverify"
-	"github.com/petra-oci/petra-oci/internal/policy"
+	"github.com/petra-oci/petra-oci/evidence"
+	"github.com/petra-oci/petra-oci/imageverify"
+	"github.com/petra-oci/petra-oci/policy"
 )
 
 // The ClusterImagePolicy spec, as policy-controller v0.13.1 declares it

@@ -5,7 +5,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/petra-oci/petra-oci/internal/unpack"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // internalRegistry is the --registry HOST[:PORT][/PREFIX], checked: Base has no

@@ -6,9 +6,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/evidence"
-	"github.com/petra-oci/petra-oci/internal/imageverify"
+	"github.com/petra-oci/petra-oci/bundle"
+	"github.com/petra-oci/petra-oci/evidence"
+	"github.com/petra-oci/petra-oci/imageverify"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
 	"github.com/petra-oci/petra-oci/referrers"

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/petra-oci/petra-oci/internal/evidence"
-	"github.com/petra-oci/petra-oci/internal/policy"
+	"github.com/petra-oci/petra-oci/evidence"
+	"github.com/petra-oci/petra-oci/policy"
 )
 
 // Rego for policy-controller (cosign's pkg/cosign/rego, v0 syntax): package sigstore,

@@ -17,8 +17,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/petra-oci/petra-oci/imageverify"
 	"github.com/petra-oci/petra-oci/internal/analyze/job"
-	"github.com/petra-oci/petra-oci/internal/imageverify"
 	"github.com/petra-oci/petra-oci/internal/report/artifact"
 	"github.com/petra-oci/petra-oci/internal/sbom"
 	"github.com/petra-oci/petra-oci/internal/sbom/spdx"

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/layout"
 )
 

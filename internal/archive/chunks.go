@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/petra-oci/petra-oci/internal/ctxio"
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // chunkWriter cuts what is written through it into data chunk files of size bytes in

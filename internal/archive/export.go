@@ -19,9 +19,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/petra-oci/petra-oci/internal/ctxio"
-	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // ExportOptions configure Export. The zero value writes one uncompressed archive file

@@ -17,9 +17,9 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 var specsV2 = specs.Versioned{SchemaVersion: 2}

@@ -18,11 +18,11 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/ctxio"
-	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // ImportOptions configure Import. The zero value refuses every archive: Verify must say

@@ -20,7 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 type key struct {

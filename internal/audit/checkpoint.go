@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // statementHeader is the first line of a checkpoint statement.

@@ -18,7 +18,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/petra-oci/petra-oci/internal/signing"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // Options configure a Log. Only Path is required; the zero values of the rest are safe.

@@ -28,17 +28,17 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/admission"
-	"github.com/petra-oci/petra-oci/internal/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/inspect"
-	"github.com/petra-oci/petra-oci/internal/pack"
-	"github.com/petra-oci/petra-oci/internal/policy"
-	"github.com/petra-oci/petra-oci/internal/remote"
-	"github.com/petra-oci/petra-oci/internal/replay"
-	"github.com/petra-oci/petra-oci/internal/signing"
-	"github.com/petra-oci/petra-oci/internal/unpack"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/pack"
+	"github.com/petra-oci/petra-oci/policy"
+	"github.com/petra-oci/petra-oci/remote"
+	"github.com/petra-oci/petra-oci/replay"
+	"github.com/petra-oci/petra-oci/signing"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // Options configure Run.

@@ -72,7 +72,7 @@ var rules = []rule{
 	{
 		name:       "the analyzer does not link pack: pack depends on the analyzer's request type, not the reverse",
 		applies:    func(p string) bool { return p == "cmd/petra-oci-analyze" || under(module+"/"+p, "internal/analyze") },
-		forbidden:  func(dep string) bool { return dep == module+"/internal/pack" },
+		forbidden:  func(dep string) bool { return dep == module+"/pack" },
 		transitive: true,
 	},
 	{
@@ -165,11 +165,11 @@ func TestRulesCatchViolations(t *testing.T) {
 	bad := []pkg{
 		{ImportPath: module + "/oci", Imports: []string{module + "/layout"}},
 		{ImportPath: module + "/internal/ctxio", Imports: []string{module + "/oci"}},
-		{ImportPath: module + "/layout", Imports: []string{module + "/internal/bundle"}},
-		{ImportPath: module + "/referrers", Imports: []string{module + "/internal/pack"}},
-		{ImportPath: module + "/internal/unpack", Imports: []string{module + "/cmd/petra-oci"}},
+		{ImportPath: module + "/layout", Imports: []string{module + "/bundle"}},
+		{ImportPath: module + "/referrers", Imports: []string{module + "/pack"}},
+		{ImportPath: module + "/unpack", Imports: []string{module + "/cmd/petra-oci"}},
 		{ImportPath: module + "/cmd/petra-oci", Deps: []string{"github.com/anchore/syft/syft"}},
-		{ImportPath: module + "/internal/analyze", Deps: []string{module + "/internal/pack"}},
+		{ImportPath: module + "/internal/analyze", Deps: []string{module + "/pack"}},
 		{ImportPath: module + "/internal/analyze/job", Deps: []string{"github.com/anchore/grype/grype/db"}},
 	}
 	got := strings.Join(violations(bad), "\n")

@@ -39,12 +39,12 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/ctxio"
-	"github.com/petra-oci/petra-oci/internal/unpack"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
 	"github.com/petra-oci/petra-oci/referrers"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // Format is the archive format this package writes.

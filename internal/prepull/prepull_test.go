@@ -19,15 +19,15 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
-	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/remote"
-	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/pack"
 	"github.com/petra-oci/petra-oci/referrers"
+	"github.com/petra-oci/petra-oci/remote"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // testBundle packs one signed fixture image (linux/amd64 and linux/arm64) once for
@@ -80,7 +80,7 @@ func packBundle(t *testing.T) (*testBundle, error) {
 		return nil, err
 	}
 	dir = filepath.Join(dir, "bundle")
-	if _, err := pack.Pack(ctx, pack.Options{Images: []pack.ImageSpec{{Ref: img.Repo + ":1.27"}}, Dir: dir, Client: client,
+	if _, err := pack.Pack(ctx, pack.Options{UnsafeNoPolicy: true, Images: []pack.ImageSpec{{Ref: img.Repo + ":1.27"}}, Dir: dir, Client: client,
 		Seal: bundle.SealOptions{Signer: signer}}); err != nil {
 		return nil, err
 	}

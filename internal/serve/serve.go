@@ -31,8 +31,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/unpack"
+	"github.com/petra-oci/petra-oci/bundle"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 var (

@@ -30,14 +30,14 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/fixture"
-	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/remote"
-	"github.com/petra-oci/petra-oci/internal/signing"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/pack"
+	"github.com/petra-oci/petra-oci/remote"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // packed is a signed bundle of one Chainguard-shaped fixture image (mixed signing:
@@ -65,7 +65,7 @@ func packFixture(t *testing.T) *packed {
 	pub, err := signer.PublicKeyPEM()
 	must(t, err)
 	dir := filepath.Join(t.TempDir(), "bundle")
-	if _, err := pack.Pack(ctx, pack.Options{Images: []pack.ImageSpec{{Ref: img.Repo + ":" + img.Tag}}, Dir: dir, Client: client,
+	if _, err := pack.Pack(ctx, pack.Options{UnsafeNoPolicy: true, Images: []pack.ImageSpec{{Ref: img.Repo + ":" + img.Tag}}, Dir: dir, Client: client,
 		Seal: bundle.SealOptions{Signer: signer, ToolVersion: "test"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -9,10 +9,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/petra-oci/petra-oci/internal/bundle"
-	"github.com/petra-oci/petra-oci/internal/unpack"
+	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/oci"
 	"github.com/petra-oci/petra-oci/referrers"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // view is what one verification of the bundle serves: per destination repository, the

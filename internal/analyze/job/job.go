@@ -20,7 +20,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/petra-oci/petra-oci/internal/imageverify"
+	"github.com/petra-oci/petra-oci/imageverify"
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
 	"github.com/petra-oci/petra-oci/referrers"
 )

@@ -12,12 +12,12 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/petra-oci/petra-oci/internal/fixture"
-	"github.com/petra-oci/petra-oci/internal/pack"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
-	"github.com/petra-oci/petra-oci/internal/remote"
 	"github.com/petra-oci/petra-oci/internal/report/artifact"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/pack"
+	"github.com/petra-oci/petra-oci/remote"
 )
 
 // Bundle is a packed fixture bundle.
@@ -52,7 +52,7 @@ func Pack(t testing.TB) *Bundle {
 	}
 	dir := filepath.Join(t.TempDir(), "bundle")
 	ref := img.Repo + ":" + img.Tag
-	if _, err := pack.Pack(ctx, pack.Options{Images: []pack.ImageSpec{{Ref: ref}}, Dir: dir, Client: client}); err != nil {
+	if _, err := pack.Pack(ctx, pack.Options{UnsafeNoPolicy: true, Images: []pack.ImageSpec{{Ref: ref}}, Dir: dir, Client: client}); err != nil {
 		t.Fatalf("sbomtest: pack: %v", err)
 	}
 	l, err := layout.Open(dir)
