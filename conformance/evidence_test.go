@@ -136,6 +136,34 @@ func runVerdicts(e *env, cases []*verdictCase) {
 	wg.Wait()
 }
 
+// vsaCase is one `cosign verify-attestation --type <VSA>` of a subject at the
+// destination, with the key it is run with and the verdict it must give.
+type vsaCase struct {
+	cli     cosignCLI
+	subject string // "index", "linux/amd64", ...
+	d       digest.Digest
+	key     string
+	pass    bool
+	res     result
+}
+
+// runVSA starts every case (two cosign processes at a time, shared with runVerdicts)
+// against repo and returns the wait for them.
+func runVSA(e *env, repo string, cases []*vsaCase) (wait func()) {
+	var wg sync.WaitGroup
+	for _, c := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cosignSlots <- struct{}{}
+			defer func() { <-cosignSlots }()
+			args := append([]string{"verify-attestation", "--key", c.key}, c.cli.flags...)
+			c.res = e.run(c.cli.bin, append(args, "--type", evidence.PredicateVSA, repo+"@"+c.d.String())...)
+		}()
+	}
+	return wg.Wait
+}
+
 func verdict(r result) string {
 	if r.err == nil {
 		return "pass"
@@ -243,36 +271,18 @@ func evidenceVerdicts(t *testing.T, clis []cosignCLI, k registrytest.Kind, name 
 		}
 	}
 	// the summary at the destination: verifies with the bundle key, not with another
-	type summaryCase struct {
-		cli     cosignCLI
-		subject string
-		d       digest.Digest
-		key     string
-		pass    bool
-		res     result
-	}
-	var summary []*summaryCase
+	var summary []*vsaCase
 	for _, cli := range clis {
 		for _, s := range subjects {
 			// the summary is in the publisher's form: verifiable where the publisher's
 			// signatures are
-			summary = append(summary, &summaryCase{cli: cli, subject: s.label, d: s.d, key: keys.pub, pass: cli.bundles || !bundleSigned},
-				&summaryCase{cli: cli, subject: s.label, d: s.d, key: other, pass: false})
+			summary = append(summary, &vsaCase{cli: cli, subject: s.label, d: s.d, key: keys.pub, pass: cli.bundles || !bundleSigned},
+				&vsaCase{cli: cli, subject: s.label, d: s.d, key: other, pass: false})
 		}
 	}
-	var wg sync.WaitGroup
-	for _, c := range summary {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cosignSlots <- struct{}{}
-			defer func() { <-cosignSlots }()
-			args := append([]string{"verify-attestation", "--key", c.key}, c.cli.flags...)
-			c.res = e.run(c.cli.bin, append(args, "--type", evidence.PredicateVSA, dstRepo+"@"+c.d.String())...)
-		}()
-	}
+	wait := runVSA(e, dstRepo, summary)
 	runVerdicts(e, cases)
-	wg.Wait()
+	wait()
 
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)

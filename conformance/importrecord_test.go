@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"text/tabwriter"
 
@@ -126,14 +125,9 @@ func importRecord(t *testing.T, clis []cosignCLI, k registrytest.Kind, name stri
 	// cosign: the record (attest key), the summary (bundle key), another key, and the
 	// publisher's verdicts at both ends
 	type keyCase struct {
-		cli     cosignCLI
-		subject string
-		d       digest.Digest
-		label   string
-		key     string
-		pass    bool
-		record  bool // the output must be the import record
-		res     result
+		vsaCase
+		label  string
+		record bool // the output must be the import record
 	}
 	var byKey []*keyCase
 	var cases []*verdictCase
@@ -142,9 +136,9 @@ func importRecord(t *testing.T, clis []cosignCLI, k registrytest.Kind, name stri
 		verifiable := cli.bundles || !bundleSigned
 		for _, s := range subjects {
 			byKey = append(byKey,
-				&keyCase{cli: cli, subject: s.label, d: s.d, label: "attest.pub", key: attestPub, pass: verifiable, record: true},
-				&keyCase{cli: cli, subject: s.label, d: s.d, label: "bundle.pub", key: keys.pub, pass: verifiable},
-				&keyCase{cli: cli, subject: s.label, d: s.d, label: "other.pub", key: other, pass: false})
+				&keyCase{vsaCase: vsaCase{cli: cli, subject: s.label, d: s.d, key: attestPub, pass: verifiable}, label: "attest.pub", record: true},
+				&keyCase{vsaCase: vsaCase{cli: cli, subject: s.label, d: s.d, key: keys.pub, pass: verifiable}, label: "bundle.pub"},
+				&keyCase{vsaCase: vsaCase{cli: cli, subject: s.label, d: s.d, key: other, pass: false}, label: "other.pub"})
 		}
 		add := func(cmd, typ string) {
 			cases = append(cases, &verdictCase{cli: cli, subject: "index", cmd: cmd, typ: typ, key: publisher,
@@ -155,19 +149,13 @@ func importRecord(t *testing.T, clis []cosignCLI, k registrytest.Kind, name stri
 			add("verify-attestation", p)
 		}
 	}
-	var wg sync.WaitGroup
-	for _, c := range byKey {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cosignSlots <- struct{}{}
-			defer func() { <-cosignSlots }()
-			args := append([]string{"verify-attestation", "--key", c.key}, c.cli.flags...)
-			c.res = e.run(c.cli.bin, append(args, "--type", evidence.PredicateVSA, dstRepo+"@"+c.d.String())...)
-		}()
+	vsa := make([]*vsaCase, len(byKey))
+	for i, c := range byKey {
+		vsa[i] = &c.vsaCase
 	}
+	wait := runVSA(e, dstRepo, vsa)
 	runVerdicts(e, cases)
-	wg.Wait()
+	wait()
 
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
