@@ -107,7 +107,7 @@ func Parse(b []byte) (*Receipt, error) {
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
 	}
 	if len(b) > MaxBytes {
-		return bad("%d bytes, limit %d", len(b), MaxBytes)
+		return nil, fmt.Errorf("%w: %w: %d bytes, limit %d", ErrInvalid, oci.ErrTooLarge, len(b), MaxBytes)
 	}
 	if !utf8.Valid(b) {
 		return bad("not valid UTF-8")
