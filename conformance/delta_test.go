@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -77,6 +78,27 @@ func deltaCase(t *testing.T, k registrytest.Kind) {
 	held := map[digest.Digest]bool{}
 	for _, b := range rrepo.Blobs {
 		held[b.Digest] = true
+	}
+	// `petra-oci receipt` reads the same from the registry, with or without the bundle
+	for _, extra := range [][]string{{"--repository", interopRepo}, {"--bundle", full, "--bundle-key", keys.pub}} {
+		out := filepath.Join(t.TempDir(), "r.json")
+		var rr struct {
+			Digest  string           `json:"digest"`
+			Receipt *receipt.Receipt `json:"receipt"`
+		}
+		decodeJSON(t, e.petra(append([]string{"receipt", "--registry", to, "--key", far.priv, "-o", out, "--plain-http", "--output", "json"}, extra...)...), &rr)
+		again, err := receipt.ReadVerified(ctx, out, signing.VerifyOptions{PublicKey: farPub})
+		if err != nil || again.Digest().String() != rr.Digest {
+			t.Fatalf("receipt %v: %v (digest %s, reported %s)", extra, err, again.Digest(), rr.Digest)
+		}
+		got := again.Receipt.Repository(interopRepo)
+		if got == nil || !slices.Equal(got.Manifests, rrepo.Manifests) || !slices.Equal(got.Blobs, rrepo.Blobs) {
+			t.Errorf("receipt %v lists %+v, unpack --receipt %+v", extra, got, rrepo)
+		}
+		if withBundle := extra[0] == "--bundle"; withBundle != (again.Receipt.Bundle != nil) ||
+			(withBundle && *again.Receipt.Bundle != *rs.Receipt.Bundle) {
+			t.Errorf("receipt %v names bundle %+v, want %v (%+v)", extra, again.Receipt.Bundle, withBundle, rs.Receipt.Bundle)
+		}
 	}
 	oldFull := walkLayout(t, full)
 	for d := range oldFull.content {
