@@ -155,6 +155,10 @@ func deltaCase(t *testing.T, k registrytest.Kind) {
 	if !sameSet(gotExpected, wantExpected) {
 		t.Errorf("metadata expects %d blobs, want the %d the far side holds: %v vs %v", len(gotExpected), len(wantExpected), keysOf(gotExpected), keysOf(wantExpected))
 	}
+	vr := e.petra("verify", "--key", keys.pub, "--state", filepath.Join(t.TempDir(), "s.json"), delta)
+	if !strings.Contains(vr.stdout, "DELTA against receipt "+rs.Digest().String()) {
+		t.Errorf("verify does not say the bundle is a delta:\n%s", vr)
+	}
 	t.Logf("delta/full size ratio (%s): %d / %d bytes = %.3f (%d of %d blobs carried)", k, d.bytes, f2.bytes, float64(d.bytes)/float64(f2.bytes), len(d.files), len(f2.files))
 
 	// the same delta into an empty registry: refused before anything is pushed, every
