@@ -58,6 +58,12 @@ type SealOptions struct {
 	Signer signing.Signer
 	// Workers bounds files hashed at once.
 	Workers int
+	// Base is recorded as the metadata's base: the digest of the previous bundle's
+	// metadata.json (a delta names the one its receipt names); empty for none.
+	Base digest.Digest
+	// Delta, for a delta bundle, is recorded in the metadata (layout.Delta): the
+	// receipt it was packed against and the blobs it expects at the destination.
+	Delta *layout.Delta
 }
 
 // Seal writes the metadata manifest of the bundle at dir and, with a signer, its
@@ -88,7 +94,7 @@ func Seal(ctx context.Context, dir string, opts SealOptions) (*layout.Metadata, 
 	m, b, err := layout.BuildMetadata(ctx, dir, layout.Metadata{
 		BundleID: id, Sequence: seq,
 		Tool:   layout.ToolInfo{Name: "petra-oci", Version: opts.ToolVersion},
-		Images: opts.Images, Trust: opts.Trust,
+		Images: opts.Images, Trust: opts.Trust, Base: opts.Base.String(), Delta: opts.Delta,
 	}, opts.Workers)
 	if err != nil {
 		return nil, fmt.Errorf("building metadata of %s: %w", dir, err)
@@ -173,6 +179,8 @@ type Report struct {
 	MetadataDigest digest.Digest          `json:"metadataDigest"`
 	Images         []layout.MetadataImage `json:"images"`
 	Files          *layout.VerifyReport   `json:"files"`
+	// Delta is what a delta bundle relies on at the destination (nil for a full one).
+	Delta *layout.Delta `json:"delta,omitempty"`
 	// Contents is every manifest unpack would push, per repository: the images,
 	// their children and what is attached to them (the bundle's verified graph).
 	Contents []Repository `json:"contents"`
@@ -254,7 +262,7 @@ func Open(ctx context.Context, dir string, opts VerifyOptions) (*Verified, error
 		return nil, err
 	}
 	rep := &Report{Dir: dir, Signature: res, Metadata: m, BundleID: m.BundleID, Sequence: m.Sequence, Images: m.Images,
-		MetadataDigest: layout.MetadataDigest(b)}
+		MetadataDigest: layout.MetadataDigest(b), Delta: m.Delta}
 	if opts.Replay != nil {
 		if err := opts.Replay.Check(m.BundleID, m.Sequence); err != nil {
 			return nil, err
@@ -272,6 +280,9 @@ func Open(ctx context.Context, dir string, opts VerifyOptions) (*Verified, error
 	}
 	if v.Graph, err = buildGraph(ctx, v.Store, idx, m); err != nil {
 		return nil, fmt.Errorf("graph of %s: %w", dir, err)
+	}
+	if err := checkDelta(ctx, v.Store, v.Graph, m); err != nil {
+		return nil, fmt.Errorf("delta %s: %w", dir, err)
 	}
 	rep.Contents = contents(v.Graph)
 	ok = true

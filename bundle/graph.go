@@ -49,7 +49,20 @@ func buildGraph(ctx context.Context, s referrers.Store, idx ocispec.Index, m *la
 	if err != nil {
 		return nil, err
 	}
-	g, err := referrers.Build(ctx, s, entries, referrers.BuildOptions{})
+	var bo referrers.BuildOptions
+	if m.Delta != nil {
+		// absent blobs the signed metadata expects at the destination (checkDelta then
+		// checks that the repository needing each is the one it names)
+		sizes := map[digest.Digest]map[int64]bool{}
+		for _, e := range m.Delta.Expected {
+			if sizes[e.Digest] == nil {
+				sizes[e.Digest] = map[int64]bool{}
+			}
+			sizes[e.Digest][e.Size] = true
+		}
+		bo.Expected = func(d ocispec.Descriptor) bool { return !oci.IsManifest(d.MediaType) && sizes[d.Digest][d.Size] }
+	}
+	g, err := referrers.Build(ctx, s, entries, bo)
 	if err != nil {
 		return nil, err
 	}

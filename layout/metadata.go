@@ -69,9 +69,59 @@ type Metadata struct {
 	Images []MetadataImage `json:"images"`
 	// Trust lists the policy and trust material used at pack, carried in the bundle.
 	Trust []TrustFile `json:"trust,omitempty"`
+	// Delta, for a delta bundle (pack --since), names the far side's receipt the bundle
+	// was built from and every blob the bundle relies on being at the destination
+	// instead of carrying it (docs/delta.md); nil for a full bundle. A metadata file
+	// with it does not parse for readers older than the field (unknown key): they
+	// refuse a delta, never take it for a full bundle.
+	Delta *Delta `json:"delta,omitempty"`
 	// Files lists every file of the bundle except MetadataPath and SignaturePath,
 	// sorted by path.
 	Files []File `json:"files"`
+}
+
+// Delta is what a delta bundle relies on: the receipt it was packed against and the
+// blobs left out because the receipt says the destination holds them.
+type Delta struct {
+	// Receipt is the digest (sha256:<hex>) of the exact bytes of the signed receipt.
+	Receipt digest.Digest `json:"receipt"`
+	// Registry is the destination the receipt describes, HOST[/PREFIX].
+	Registry string `json:"registry"`
+	// BundleID and Sequence are the series and sequence of the last bundle unpacked at
+	// the destination, as the receipt names them (empty and 0 when it names none).
+	BundleID string `json:"bundleID,omitempty"`
+	Sequence uint64 `json:"sequence,omitempty"`
+	// Expected are the blobs the bundle's graph references and does not carry, each
+	// with the source repository whose destination must hold it; sorted by repository
+	// then digest, unique. A manifest is never expected: manifests are always carried.
+	Expected []ExpectedBlob `json:"expected"`
+}
+
+// ExpectedBlob is a blob a delta bundle relies on being at the destination.
+type ExpectedBlob struct {
+	// Repository is the source repository (host/path) as the images list names it;
+	// unpack maps it to its destination repository as it maps the images.
+	Repository string        `json:"repository"`
+	Digest     digest.Digest `json:"digest"`
+	Size       int64         `json:"size"`
+}
+
+// ExpectedSet indexes Expected by repository and digest; nil for a full bundle.
+func (m *Metadata) ExpectedSet() map[ExpectedKey]int64 {
+	if m == nil || m.Delta == nil {
+		return nil
+	}
+	out := make(map[ExpectedKey]int64, len(m.Delta.Expected))
+	for _, e := range m.Delta.Expected {
+		out[ExpectedKey{Repository: e.Repository, Digest: e.Digest}] = e.Size
+	}
+	return out
+}
+
+// ExpectedKey names one expected blob.
+type ExpectedKey struct {
+	Repository string
+	Digest     digest.Digest
 }
 
 // ToolInfo names the packing tool.
@@ -118,6 +168,7 @@ var metadataKeys = map[string]bool{
 	"name": true, "version": true,
 	"source": true, "repository": true, "tag": true, "digest": true,
 	"role": true, "path": true, "sha256": true, "size": true,
+	"delta": true, "receipt": true, "registry": true, "expected": true,
 }
 
 // ParseMetadata parses metadata.json strictly: valid UTF-8, one JSON object, no unknown,
@@ -286,6 +337,48 @@ func (m *Metadata) Validate() error {
 			return bad(oci.ErrInvalid, "trust[%d]: %q sha256 %q differs from its files entry", i, t.Path, t.SHA256)
 		}
 	}
+	if m.Delta != nil {
+		if err := m.Delta.validate(set); err != nil {
+			return bad(oci.ErrInvalid, "delta: %v", err)
+		}
+	}
+	return nil
+}
+
+// validate checks the delta fields; files are the listed files by path.
+func (d *Delta) validate(files map[string]*File) error {
+	if err := d.Receipt.Validate(); err != nil || d.Receipt.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("receipt %q is not a sha256 digest", d.Receipt)
+	}
+	if d.Registry == "" || strings.ContainsAny(d.Registry, " \t\r\n@") {
+		return fmt.Errorf("registry %q", d.Registry)
+	}
+	if (d.BundleID == "") != (d.Sequence == 0) || (d.BundleID != "" && !isLowerHex(d.BundleID, 32)) {
+		return fmt.Errorf("base bundle %q sequence %d: both or neither, a 32 hex digit id", d.BundleID, d.Sequence)
+	}
+	if d.Expected == nil {
+		return fmt.Errorf("expected is missing (an empty list when nothing is left out)")
+	}
+	for i, e := range d.Expected {
+		if e.Repository == "" || strings.ContainsAny(e.Repository, " \t\r\n@") {
+			return fmt.Errorf("expected[%d]: repository %q", i, e.Repository)
+		}
+		if err := e.Digest.Validate(); err != nil || (e.Digest.Algorithm() != digest.SHA256 && e.Digest.Algorithm() != digest.SHA512) {
+			return fmt.Errorf("expected[%d]: digest %q", i, e.Digest)
+		}
+		if e.Size < 0 {
+			return fmt.Errorf("expected[%d] %s: negative size %d", i, e.Digest, e.Size)
+		}
+		if i > 0 {
+			p := d.Expected[i-1]
+			if p.Repository > e.Repository || (p.Repository == e.Repository && p.Digest >= e.Digest) {
+				return fmt.Errorf("expected[%d]: %s %s is not after %s %s: entries must be unique and sorted by repository, then digest", i, e.Repository, e.Digest, p.Repository, p.Digest)
+			}
+		}
+		if files[BlobsDir+"/"+e.Digest.Algorithm().String()+"/"+e.Digest.Encoded()] != nil {
+			return fmt.Errorf("expected[%d]: %s is carried in the bundle too: a blob is either carried or expected", i, e.Digest)
+		}
+	}
 	return nil
 }
 
@@ -405,11 +498,20 @@ func BuildMetadata(ctx context.Context, dir string, m Metadata, workers int) (*M
 		}
 		m.Trust[i].SHA256 = f.SHA256
 	}
+	if m.Delta != nil {
+		d := *m.Delta
+		m.Delta = &d
+		m.Delta.Expected = append([]ExpectedBlob{}, m.Delta.Expected...)
+		sort.Slice(m.Delta.Expected, func(i, j int) bool {
+			a, b := m.Delta.Expected[i], m.Delta.Expected[j]
+			return a.Repository < b.Repository || (a.Repository == b.Repository && a.Digest < b.Digest)
+		})
+	}
 	b, err := EncodeMetadata(&m)
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, _, err := pin.coverage(ctx, m.Images); err != nil {
+	if _, _, err := pin.coverage(ctx, &m); err != nil {
 		return nil, nil, err
 	}
 	return &m, b, nil

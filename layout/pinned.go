@@ -56,7 +56,7 @@ func (r *Root) Verify(ctx context.Context, m *Metadata, opts VerifyOptions) (*Pi
 		}
 	}
 	p := newPinned(r.t, jobs, files)
-	rep.IndexEntries, rep.Manifests, err = p.coverage(ctx, m.Images)
+	rep.IndexEntries, rep.Manifests, err = p.coverage(ctx, m)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -302,8 +302,21 @@ func (r *pinnedReader) Close() error { return r.vr.Close() }
 // every blob reachable from it is pinned (index children are optional: a platform
 // filter leaves some out; subjects are optional), and that every image is. It reads
 // index.json and the manifests through the pin, bounded, so they are checked again
-// against the metadata and their digests.
-func (p *Pinned) coverage(ctx context.Context, images []MetadataImage) (entries, manifests int, err error) {
+// against the metadata and their digests. In a delta bundle (m.Delta), a config or
+// layer that is not pinned must be in m.Delta.Expected with the size its descriptor
+// gives (ErrDelta otherwise); which repository needs it is checked on the graph
+// (bundle.Open), which knows the repositories.
+func (p *Pinned) coverage(ctx context.Context, m *Metadata) (entries, manifests int, err error) {
+	images := m.Images
+	expected := map[digest.Digest]map[int64]bool{}
+	if m.Delta != nil {
+		for _, e := range m.Delta.Expected {
+			if expected[e.Digest] == nil {
+				expected[e.Digest] = map[int64]bool{}
+			}
+			expected[e.Digest][e.Size] = true
+		}
+	}
 	if err := p.checkLayoutVersion(ctx); err != nil {
 		return 0, 0, err
 	}
@@ -330,6 +343,12 @@ func (p *Pinned) coverage(ctx context.Context, images []MetadataImage) (entries,
 		if f == nil {
 			if optional {
 				return nil
+			}
+			if m.Delta != nil && !oci.IsManifest(d.MediaType) {
+				if expected[d.Digest][d.Size] {
+					return nil
+				}
+				return &FileError{Path: rel, Kind: ErrDelta, Detail: fmt.Sprintf("%s %s (%d bytes) named by %s is neither in the bundle nor in the signed metadata's expected blobs", d.MediaType, d.Digest, d.Size, from)}
 			}
 			return &FileError{Path: rel, Kind: ErrNotCovered, Detail: fmt.Sprintf("%s %s named by %s is not listed in the metadata", d.MediaType, d.Digest, from)}
 		}

@@ -47,6 +47,11 @@ var (
 	// ErrNotCovered marks an index.json entry, a blob reachable from it, or a packed
 	// image that the metadata does not list.
 	ErrNotCovered = errors.New("not covered by the metadata")
+	// ErrDelta marks a delta bundle inconsistent with its signed metadata: a blob its
+	// graph references that it neither carries nor lists as expected at the
+	// destination, an expected blob the graph does not reference as image content, or
+	// the content of an attachment left out (docs/delta.md).
+	ErrDelta = errors.New("delta bundle does not match its metadata")
 )
 
 // FileError is a verification failure about one path of the bundle.

@@ -28,6 +28,7 @@ import (
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
 	"github.com/petra-oci/petra-oci/policy"
+	"github.com/petra-oci/petra-oci/receipt"
 	"github.com/petra-oci/petra-oci/referrers"
 	"github.com/petra-oci/petra-oci/remote"
 )
@@ -80,6 +81,15 @@ type Options struct {
 	Analyze func(ctx context.Context, req job.Request) ([]referrers.Attachment, error)
 	// OnBlob, when set, is told about every blob once it is in the bundle (progress).
 	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
+	// Since, for a delta bundle, is the far side's receipt, verified by the caller
+	// (receipt.ReadVerified with the far side's key): a config or layer of an image
+	// that the receipt lists in the image's repository (the source path under the
+	// receipt's registry prefix) is not copied, and the signed metadata records the
+	// receipt's digest, its base bundle and every blob so left out (layout.Delta).
+	// Manifests and everything attached (signatures, attestations, SBOMs) are always
+	// carried. The series continues from the receipt's bundle unless Seal.Previous is
+	// set. The bundle directory must not hold a bundle already. nil packs everything.
+	Since *receipt.Signed
 	// Evidence writes, for every verified image, a SLSA verification summary signed
 	// with the bundle key (Seal.Signer), in the form of the publisher's signatures:
 	// a Sigstore bundle referrer beside Sigstore bundles, a layer of the cosign .att
@@ -110,6 +120,17 @@ type Result struct {
 	Signed   bool            `json:"signed"`
 	Images   []Image         `json:"images"`
 	Stats    graphcopy.Stats `json:"stats"`
+	// Delta says what a pack --since left out (nil for a full bundle).
+	Delta *DeltaResult `json:"delta,omitempty"`
+}
+
+// DeltaResult is what a delta bundle relies on at the destination.
+type DeltaResult struct {
+	// Receipt is the digest of the receipt packed against.
+	Receipt digest.Digest `json:"receipt"`
+	// Expected and ExpectedBytes count the blobs left out and their size.
+	Expected      int   `json:"expected"`
+	ExpectedBytes int64 `json:"expectedBytes"`
 }
 
 type target struct {
@@ -159,6 +180,27 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 	// every copy operation is retried on transient errors (a blob fetched again from
 	// the source; the layout writes it verified, so a broken try leaves nothing)
 	copier := graphcopy.New(l, graphcopy.Options{Concurrency: opts.Concurrency, OnBlob: opts.OnBlob, Retry: opts.Client.Retry})
+	var (
+		delta        *deltaTarget
+		deltaMu      sync.Mutex
+		deltaCopiers []*graphcopy.Copier
+	)
+	imageCopier := func(string) *graphcopy.Copier { return copier }
+	if opts.Since != nil {
+		if len(old) > 0 {
+			return nil, fmt.Errorf("%w: pack --since writes a fresh delta bundle: %s already holds %d index entries", oci.ErrInvalid, opts.Dir, len(old))
+		}
+		delta = newDeltaTarget(l, opts.Since.Receipt)
+		// images through a target that answers "there" for what the receipt lists in
+		// their repository; attachments through the plain one: they are always carried
+		imageCopier = func(repository string) *graphcopy.Copier {
+			c := graphcopy.New(delta.forRepository(repository), graphcopy.Options{Concurrency: opts.Concurrency, OnBlob: opts.OnBlob, Retry: opts.Client.Retry})
+			deltaMu.Lock()
+			deltaCopiers = append(deltaCopiers, c)
+			deltaMu.Unlock()
+			return c
+		}
+	}
 	limit := opts.ImageConcurrency
 	if limit <= 0 {
 		limit = 2
@@ -180,7 +222,7 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 			}
 		}
 		g.Go(func() error {
-			img, es, err := packOne(gctx, opts, copier, l, t)
+			img, es, err := packOne(gctx, opts, imageCopier(t.ref), copier, l, t)
 			if err != nil {
 				errs[i] = fmt.Errorf("packing %s: %w", t.spec.Ref, err)
 				opts.Log.Error("pack failed", "image", t.spec.Ref, "error", err)
@@ -211,6 +253,14 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Dir: opts.Dir, Stats: copier.Stats()}
+	for _, c := range deltaCopiers {
+		s := c.Stats()
+		res.Stats.BlobsCopied += s.BlobsCopied
+		res.Stats.BlobsExisted += s.BlobsExisted
+		res.Stats.BlobsMounted += s.BlobsMounted
+		res.Stats.Manifests += s.Manifests
+		res.Stats.BytesCopied += s.BytesCopied
+	}
 	for _, im := range images {
 		if im != nil {
 			res.Images = append(res.Images, *im)
@@ -247,6 +297,25 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 			seal.Images = append(seal.Images, layout.MetadataImage{
 				Source: e.Name(), Repository: e.Repository, Tag: e.Tag, Digest: e.Descriptor.Digest, MediaType: e.Descriptor.MediaType,
 			})
+		}
+	}
+	if delta != nil {
+		r := opts.Since.Receipt
+		d := &layout.Delta{Receipt: opts.Since.Digest(), Registry: r.Registry, Expected: []layout.ExpectedBlob{}}
+		if r.Bundle != nil {
+			d.BundleID, d.Sequence = r.Bundle.BundleID, r.Bundle.Sequence
+			seal.Base = r.Bundle.Metadata
+			if seal.Previous == nil {
+				seal.Previous = &layout.Metadata{BundleID: r.Bundle.BundleID, Sequence: r.Bundle.Sequence}
+			}
+		}
+		if d.Expected, err = delta.expected(ctx); err != nil {
+			return res, err
+		}
+		seal.Delta = d
+		res.Delta = &DeltaResult{Receipt: d.Receipt, Expected: len(d.Expected)}
+		for _, e := range d.Expected {
+			res.Delta.ExpectedBytes += e.Size
 		}
 	}
 	m, err := bundle.Seal(ctx, opts.Dir, seal)
@@ -327,7 +396,7 @@ func cutTag(s string) (string, string, bool) {
 	return "", "", false
 }
 
-func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *layout.Layout, t target) (*Image, []layout.Entry, error) {
+func packOne(ctx context.Context, opts Options, imageCopier, copier *graphcopy.Copier, l *layout.Layout, t target) (*Image, []layout.Entry, error) {
 	ref, _ := remote.ParseReference(t.ref)
 	repo, err := opts.Client.Repository(ref)
 	if err != nil {
@@ -392,7 +461,7 @@ func packOne(ctx context.Context, opts Options, copier *graphcopy.Copier, l *lay
 		}
 	}
 
-	nodes, err := copier.Copy(ctx, repo, root, include)
+	nodes, err := imageCopier.Copy(ctx, repo, root, include)
 	if err != nil {
 		return nil, nil, err
 	}

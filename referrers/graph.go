@@ -136,6 +136,10 @@ func (r *Repo) Grouped() map[digest.Digest][]Attachment {
 type BuildOptions struct {
 	// MaxNodes bounds the manifests read; <= 0 means DefaultMaxNodes.
 	MaxNodes int
+	// Expected, when set, accepts a config or layer that s does not hold: a delta
+	// bundle's blob its signed metadata expects at the destination (the caller checks
+	// which repository needs it). nil accepts none.
+	Expected func(blob ocispec.Descriptor) bool
 }
 
 // DefaultMaxNodes bounds the manifests of one graph.
@@ -147,7 +151,7 @@ const DefaultMaxNodes = 1 << 20
 // breaks the grammar (oci.ErrInvalidName), or whose content is not all in s
 // (oci.ErrNotFound); index children s does not hold are left out.
 func Build(ctx context.Context, s Store, entries []layout.Entry, opts BuildOptions) (*Graph, error) {
-	b := &builder{ctx: ctx, s: s, manifests: map[digest.Digest]*oci.Manifest{}, max: opts.MaxNodes}
+	b := &builder{ctx: ctx, s: s, manifests: map[digest.Digest]*oci.Manifest{}, max: opts.MaxNodes, expected: opts.Expected}
 	if b.max <= 0 {
 		b.max = DefaultMaxNodes
 	}
@@ -273,6 +277,7 @@ type builder struct {
 	s         Store
 	manifests map[digest.Digest]*oci.Manifest
 	max       int
+	expected  func(ocispec.Descriptor) bool
 }
 
 // manifest reads, parses and checks a manifest once: its blobs must all be in the
@@ -306,7 +311,7 @@ func (b *builder) manifest(desc ocispec.Descriptor, what string) (*oci.Manifest,
 			if err != nil {
 				return nil, fmt.Errorf("%s %s: blob %s: %w", what, desc.Digest, c.Digest, err)
 			}
-			if !ok {
+			if !ok && (b.expected == nil || !b.expected(c)) {
 				return nil, fmt.Errorf("%w: %s %s names blob %s (%s), which the bundle does not hold", oci.ErrNotFound, what, desc.Digest, c.Digest, c.MediaType)
 			}
 		}

@@ -37,6 +37,7 @@ import (
 	"github.com/petra-oci/petra-oci/graphcopy"
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/receipt"
 	"github.com/petra-oci/petra-oci/referrers"
 	"github.com/petra-oci/petra-oci/remote"
 	"github.com/petra-oci/petra-oci/replay"
@@ -90,6 +91,11 @@ type Options struct {
 	AttestSigner signing.Signer
 	// Version of petra-oci, recorded in the import records' verifier id.
 	Version string
+	// ReceiptSigner, when set (a key of the disconnected side), makes Unpack write a
+	// receipt once every tag has moved: what the destination repositories of the
+	// bundle now hold, read back from the registry (receipt.Collect), and the bundle's
+	// series and sequence, signed with it (Result.Receipt). Not with UnsafeSkipVerify.
+	ReceiptSigner signing.Signer
 	// Finish, when set, is called with the verified bundle before anything is pushed
 	// (its error refuses the bundle, with nothing pushed) and returns what to run
 	// once every tag has moved, while the bundle is still held open (unpack
@@ -150,7 +156,19 @@ type Result struct {
 	Repositories  []Repository    `json:"repositories"`
 	ImportRecords []ImportRecord  `json:"importRecords,omitempty"`
 	Stats         graphcopy.Stats `json:"stats"`
+	// Expected counts, for a delta, the blobs it relies on that were found at the
+	// destination before the first push.
+	Expected int `json:"expected,omitempty"`
+	// Receipt is the signed receipt written with ReceiptSigner (its file form is the
+	// caller's: receipt.Signed.WriteFiles).
+	Receipt *receipt.Signed `json:"-"`
+	// ReceiptDigest is the digest of Receipt's bytes.
+	ReceiptDigest digest.Digest `json:"receiptDigest,omitempty"`
 }
+
+// ErrMissingAtDestination marks a delta bundle whose expected blobs (layout.Delta) are
+// not all at the destination: nothing was pushed. The error lists every one missing.
+var ErrMissingAtDestination = errors.New("delta: expected blobs are missing at the destination")
 
 // Destination returns the destination repository for a source repository: the
 // destination prefix joined with the source path without its registry host. Both are
@@ -222,13 +240,14 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		held    *replay.Held
 		current replay.Bundle
 		after   func(context.Context) error
+		delta   *layout.Delta
 	)
 	switch {
 	case opts.UnsafeSkipVerify:
 		if opts.Verify != nil {
 			return nil, fmt.Errorf("%w: UnsafeSkipVerify with verification options: give one or the other", oci.ErrInvalid)
 		}
-		if opts.RequireEvidence || opts.AttestSigner != nil || opts.Finish != nil {
+		if opts.RequireEvidence || opts.AttestSigner != nil || opts.Finish != nil || opts.ReceiptSigner != nil {
 			return nil, fmt.Errorf("%w: UnsafeSkipVerify verifies nothing: it cannot require evidence, sign a record of a verified import nor finish on a verified bundle", oci.ErrInvalid)
 		}
 		opts.Log.Warn("UNSAFE: pushing a bundle whose signature and files were NOT verified", "dir", opts.Dir)
@@ -276,6 +295,7 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 			}
 		}
 		current = replay.Bundle{ID: rep.BundleID, Sequence: rep.Sequence, Created: rep.Metadata.Created, Metadata: rep.MetadataDigest}
+		delta = rep.Metadata.Delta
 	}
 	// the pack-side summaries, checked before anything is pushed
 	var summaries map[imageKey]*evidence.Summary
@@ -320,6 +340,16 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		if err := held.CheckTags(current, moves); err != nil {
 			return res, fmt.Errorf("bundle %s (nothing was pushed): %w", opts.Dir, err)
 		}
+	}
+
+	// a delta: every blob it relies on must be at the destination before anything is pushed
+	if delta != nil {
+		n, err := checkExpected(ctx, opts, delta)
+		if err != nil {
+			return res, fmt.Errorf("bundle %s (nothing was pushed): %w", opts.Dir, err)
+		}
+		res.Expected = n
+		opts.Log.Info("delta: every expected blob is at the destination", "expected", n, "receipt", delta.Receipt)
 	}
 
 	// 1. content, by digest, into every repository
@@ -367,6 +397,11 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		res.Images = append(res.Images, mapped...)
 		if err != nil {
 			return res, fmt.Errorf("tagging in %s/%s: %w", p.ref.Registry, p.ref.Repository, err)
+		}
+	}
+	if opts.ReceiptSigner != nil {
+		if err := writeReceipt(ctx, opts, res, plans2names(opts.To, g), current); err != nil {
+			return res, fmt.Errorf("after unpacking %s (everything was pushed and tagged): %w", opts.Dir, err)
 		}
 	}
 	if after != nil {

@@ -15,10 +15,12 @@ import (
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
 	"github.com/petra-oci/petra-oci/policy"
+	"github.com/petra-oci/petra-oci/receipt"
 	"github.com/petra-oci/petra-oci/referrers"
 	"github.com/petra-oci/petra-oci/remote"
 	"github.com/petra-oci/petra-oci/replay"
 	"github.com/petra-oci/petra-oci/signing"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // Exit codes. Verification failures each have their own, so scripts at the air gap
@@ -32,6 +34,7 @@ const (
 	exitReplay      = 13
 	exitReplayState = 14
 	exitRollback    = 15 // a tag would move back to content from an older bundle
+	exitBaseMissing = 16 // unpack of a delta: blobs it expects are not at the destination (nothing pushed)
 	exitFileChanged = 20
 	exitFileMissing = 21
 	exitFileExtra   = 22
@@ -41,6 +44,7 @@ const (
 	exitOrphan      = 26  // an entry the graph does not reach from an image of its repository
 	exitKind        = 27  // an entry whose content does not match its kind
 	exitName        = 28  // a repository or tag outside the grammar, or a destination outside --to
+	exitDelta       = 29  // a delta bundle inconsistent with its metadata's expected blobs
 	exitImage       = 30  // an image fails the policy (signatures, attestations)
 	exitTrust       = 31  // the bundle carries trust material other than the pinned one
 	exitSource      = 32  // a source outside the policy's allow-list
@@ -83,6 +87,11 @@ var exitCodes = []struct {
 	{archive.ErrNotExport, exitNotExport},
 	{archive.ErrIndexInvalid, exitNotExport},
 	{archive.ErrExists, exitExists},
+	{receipt.ErrUnsigned, exitUnsigned},
+	{receipt.ErrSignature, exitSignature},
+	{receipt.ErrInvalid, exitMetadata},
+	{unpack.ErrMissingAtDestination, exitBaseMissing},
+	{layout.ErrDelta, exitDelta},
 	{bundle.ErrUnsigned, exitUnsigned},
 	{bundle.ErrSignature, exitSignature},
 	{layout.ErrMetadataInvalid, exitMetadata},

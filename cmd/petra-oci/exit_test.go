@@ -51,6 +51,7 @@ func TestExitCodes(t *testing.T) {
 		{"no evidence wraps a signature error", fmt.Errorf("%w: %w", evidence.ErrNoEvidence, imageverify.ErrNoValidSignature), exitNoEvidence},
 		{"no evidence wraps invalid options", fmt.Errorf("%w: %w", evidence.ErrNoEvidence, signing.ErrInvalidOptions), exitNoEvidence},
 		{"file error kind", &layout.FileError{Path: "blobs/sha256/ab", Kind: layout.ErrFileChanged}, exitFileChanged},
+		{"delta coverage", &layout.FileError{Path: "blobs/sha256/ab", Kind: layout.ErrDelta}, exitDelta},
 		// a signature that could not be read is undecided, not refused
 		{"gave up inside a policy refusal", fmt.Errorf("%w; refused: %w", imageverify.ErrNoValidSignature, &remote.GaveUpError{Attempts: 3, Err: errors.New("503")}), exitGaveUp},
 	}

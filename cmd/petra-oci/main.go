@@ -71,6 +71,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			demoCommand(),
 			importCommand(),
 			auditCommand(),
+			receiptCommand(),
 		}),
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -9,6 +10,8 @@ import (
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/pack"
 	"github.com/petra-oci/petra-oci/policy"
+	"github.com/petra-oci/petra-oci/receipt"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 func packCommand() *cli.Command {
@@ -35,6 +38,8 @@ Examples:
 			outputFlag(),
 			&cli.StringFlag{Name: "series-from", Usage: "continue the bundle series of this previous petra/metadata.json `FILE` (its bundle id, sequence + 1); default: the series of DIR's existing metadata, else a new series"},
 			trustedRootFlag(),
+			&cli.StringFlag{Name: "since", Usage: "pack a delta against the far side's receipt `FILE` (docs/delta.md): configs and layers it lists are left out and recorded as expected; verified with --receipt-key first"},
+			&cli.StringFlag{Name: "receipt-key", Usage: "public key `FILE` of the far side that the --since receipt must verify with"},
 			&cli.BoolFlag{Name: "no-evidence", Usage: "do not attach a signed SLSA verification summary to each verified image"},
 		}, append(append(append(signFlags(), policyFlags()...), analyzeFlags()...), registryFlags()...)...),
 		Action: func(c *cli.Context) error {
@@ -71,6 +76,7 @@ Examples:
 				logger(c).Warn("no --key: the bundle is NOT signed; verify and unpack refuse it until `petra-oci sign` signs it")
 			}
 			seal := bundle.SealOptions{Signer: signer, ToolVersion: version}
+			var since *receipt.Signed
 			if f := c.String("series-from"); f != "" {
 				b, err := readLimited(f, layout.MaxMetadataBytes)
 				if err != nil {
@@ -80,13 +86,26 @@ Examples:
 					return fmt.Errorf("--series-from %s: %w", f, err)
 				}
 			}
+			if f := c.String("since"); f != "" {
+				if err := required(c, "receipt-key"); err != nil {
+					return err
+				}
+				pub, err := os.ReadFile(c.String("receipt-key"))
+				if err != nil {
+					return fmt.Errorf("--receipt-key: %w", err)
+				}
+				// fail closed: nothing of the receipt is read before its signature verifies
+				if since, err = receipt.ReadVerified(c.Context, f, signing.VerifyOptions{PublicKey: pub}); err != nil {
+					return fmt.Errorf("--since: %w", err)
+				}
+			}
 			ip, err := imagePolicy(c, true)
 			if err != nil {
 				return err
 			}
 			popts := pack.Options{
 				Images: images, Platforms: c.StringSlice("platform"), Dir: c.String("dir"),
-				Client: client, Concurrency: c.Int("concurrency"), Log: logger(c), Seal: seal,
+				Client: client, Concurrency: c.Int("concurrency"), Log: logger(c), Seal: seal, Since: since,
 			}
 			if ip != nil {
 				popts.Policy, popts.TrustedMaterial = ip.Policy, ip.TrustedMaterial
@@ -118,6 +137,9 @@ Examples:
 					s := res.Stats
 					fmt.Fprintf(c.App.ErrWriter, "packed %d images into %s: %d blobs copied (%d bytes), %d already there, %d manifests written\n",
 						len(res.Images), res.Dir, s.BlobsCopied, s.BytesCopied, s.BlobsExisted, s.Manifests)
+					if d := res.Delta; d != nil {
+						fmt.Fprintf(c.App.ErrWriter, "delta against receipt %s: %d blobs (%d bytes) left out, expected at the destination\n", d.Receipt, d.Expected, d.ExpectedBytes)
+					}
 					if res.BundleID != "" {
 						fmt.Fprintf(c.App.ErrWriter, "bundle %s sequence %d, signed: %v\n", res.BundleID, res.Sequence, res.Signed)
 					}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/petra-oci/petra-oci/bundle"
 	"github.com/petra-oci/petra-oci/internal/admission"
+	"github.com/petra-oci/petra-oci/receipt"
 	"github.com/petra-oci/petra-oci/signing"
 	"github.com/petra-oci/petra-oci/unpack"
 )
@@ -17,6 +18,7 @@ var verificationFlag = map[string]bool{
 	"key": true, "certificate-identity": true, "certificate-identity-regexp": true, "certificate-oidc-issuer": true,
 	"certificate-oidc-issuer-regexp": true, "trusted-root": true, "policy": true, "image-key": true, "source": true,
 	"state": true, "allow-replay": true, "allow-rollback": true, "require-evidence": true, "attest-key": true, "emit-admission": true,
+	"receipt": true, "receipt-key": true,
 }
 
 // emitAdmission generates the admission resources for --to from the verified bundle
@@ -95,6 +97,8 @@ docs/evidence.md). Check it with:
 			&cli.BoolFlag{Name: "allow-rollback", Usage: "let a tag move back to content from an older bundle (of any series) than the one that last set it"},
 			&cli.BoolFlag{Name: "require-evidence", Usage: "refuse the bundle, before pushing, unless every image and child carries pack's verification summary signed with the bundle key (--key), about its digest, PASSED, naming the pinned policy"},
 			&cli.StringFlag{Name: "emit-admission", Usage: "once everything is pushed, write the admission resources for --to to `OUTDIR`, as 'petra-oci admission' does (checked before the first push: a policy they cannot express refuses the bundle)"},
+			&cli.StringFlag{Name: "receipt", Usage: "once everything is pushed, write this side's signed receipt of what the destination repositories hold to `FILE` (signature beside it; docs/delta.md), for pack --since"},
+			&cli.StringFlag{Name: "receipt-key", Usage: "sign the --receipt with this cosign private key `FILE` or KMS reference of this side (default: --attest-key)"},
 			&cli.StringFlag{Name: "attest-key", Usage: "sign an import record for every image and child with this cosign private key `FILE` (password from $COSIGN_PASSWORD) or KMS reference (hashivault://, awskms://, gcpkms://, azurekms://), attached at the destination"},
 		}, verifyFlags()...), replayFlags()...), registryFlags()...),
 		Action: func(c *cli.Context) error {
@@ -135,6 +139,20 @@ docs/evidence.md). Check it with:
 						return fmt.Errorf("--attest-key: %w", err)
 					}
 				}
+				if out := c.String("receipt"); out != "" {
+					switch ref := c.String("receipt-key"); {
+					case ref != "":
+						if opts.ReceiptSigner, err = signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv); err != nil {
+							return fmt.Errorf("--receipt-key: %w", err)
+						}
+					case opts.AttestSigner != nil:
+						opts.ReceiptSigner = opts.AttestSigner
+					default:
+						return cli.Exit("unpack --receipt: sign it with a key of this side: --receipt-key (or --attest-key)", exitUsage)
+					}
+				} else if c.IsSet("receipt-key") {
+					return cli.Exit("unpack: --receipt-key without --receipt", exitUsage)
+				}
 				if out := c.String("emit-admission"); out != "" {
 					opts.Finish = emitAdmission(c, opts.Verify, opts.AttestSigner, out)
 				}
@@ -143,6 +161,12 @@ docs/evidence.md). Check it with:
 			opts.OnBlob = prog.onBlob()
 			res, err := unpack.Unpack(c.Context, opts)
 			prog.done()
+			if res != nil && res.Receipt != nil {
+				if werr := res.Receipt.WriteFiles(c.String("receipt")); werr != nil {
+					return werr
+				}
+				fmt.Fprintf(c.App.ErrWriter, "receipt %s written to %s (signature %s)\n", res.ReceiptDigest, c.String("receipt"), receipt.SignaturePath(c.String("receipt")))
+			}
 			if res != nil {
 				auditBundle(c, reportBundle(res.Verification))
 				if rerr := render(c, asJSON, res, func() {

@@ -91,6 +91,14 @@ verify records nothing; unpack records the sequence once it has pushed the bundl
 			fmt.Fprintf(w, "  signed by %s\n", signer(rep.Signature))
 			fmt.Fprintf(w, "  %d files, %d bytes, %d blobs hashed in %s (%.0f MB/s)\n", rep.Files.Files, rep.Files.Bytes, rep.Files.Blobs,
 				rep.Files.Duration.Round(time.Millisecond), float64(rep.Files.Bytes)/1e6/rep.Files.Duration.Seconds())
+			if d := rep.Delta; d != nil {
+				var size int64
+				for _, e := range d.Expected {
+					size += e.Size
+				}
+				fmt.Fprintf(w, "  DELTA against receipt %s of %s: %d blobs (%d bytes) expected at the destination; unpack checks them first\n",
+					d.Receipt, d.Registry, len(d.Expected), size)
+			}
 			renderContents(w, rep.Contents)
 			renderImageResults(w, rep.ImageResults)
 			return nil
