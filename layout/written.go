@@ -67,7 +67,7 @@ func (w *WriteRecord) Create(rel string) (*RecordedFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RecordedFile{w: w, rel: rel, f: f, h: sha256.New()}, nil
+	return &RecordedFile{w: w, rel: rel, f: f, h: newPipedHash()}, nil
 }
 
 // lookup returns what was recorded for rel if fi (from a walk of dir) is the very file
@@ -94,16 +94,17 @@ type RecordedFile struct {
 	w      *WriteRecord
 	rel    string
 	f      *os.File
-	h      hash.Hash
+	h      *pipedHash
 	failed bool
 	closed bool
 }
 
-// Write writes p to the file and hashes what was written.
+// Write writes p to the file and hashes what was written (on another goroutine, so
+// the hash and the write use two cores).
 func (r *RecordedFile) Write(p []byte) (int, error) {
+	r.h.write(p)
 	n, err := r.f.Write(p)
-	r.h.Write(p[:n])
-	if err != nil {
+	if err != nil || n != len(p) {
 		r.failed = true
 	}
 	return n, err
@@ -115,6 +116,7 @@ func (r *RecordedFile) Close() error {
 		return errors.New("write record: closed twice")
 	}
 	r.closed = true
+	sum := r.h.sum()
 	fi, serr := r.f.Stat()
 	cerr := r.f.Close()
 	if serr != nil || cerr != nil || r.failed {
@@ -122,8 +124,59 @@ func (r *RecordedFile) Close() error {
 	}
 	if st, ok := stampOf(fi); ok && fi.Mode().IsRegular() {
 		r.w.mu.Lock()
-		r.w.m[r.rel] = writtenFile{st: st, sha256: hex.EncodeToString(r.h.Sum(nil))}
+		r.w.m[r.rel] = writtenFile{st: st, sha256: sum}
 		r.w.mu.Unlock()
 	}
 	return nil
+}
+
+// pipedHash computes a SHA-256 on its own goroutine over copies of what is written
+// (pipedBufs buffers of pipedBufSize: memory bounded per file being written).
+type pipedHash struct {
+	h    hash.Hash
+	ch   chan []byte
+	free chan []byte
+	done chan struct{}
+}
+
+const (
+	pipedBufs    = 3
+	pipedBufSize = 256 << 10
+)
+
+var pipedPool = sync.Pool{New: func() any { b := make([]byte, pipedBufSize); return &b }}
+
+func newPipedHash() *pipedHash {
+	p := &pipedHash{h: sha256.New(), ch: make(chan []byte, pipedBufs), free: make(chan []byte, pipedBufs), done: make(chan struct{})}
+	for range pipedBufs {
+		p.free <- *pipedPool.Get().(*[]byte)
+	}
+	go func() {
+		defer close(p.done)
+		for b := range p.ch {
+			p.h.Write(b)
+			p.free <- b[:cap(b)]
+		}
+	}()
+	return p
+}
+
+func (p *pipedHash) write(b []byte) {
+	for len(b) > 0 {
+		buf := <-p.free
+		k := copy(buf, b)
+		p.ch <- buf[:k]
+		b = b[k:]
+	}
+}
+
+// sum waits for what was written and returns the hex digest; the hash is done after.
+func (p *pipedHash) sum() string {
+	close(p.ch)
+	<-p.done
+	for range pipedBufs {
+		b := <-p.free
+		pipedPool.Put(&b)
+	}
+	return hex.EncodeToString(p.h.Sum(nil))
 }
