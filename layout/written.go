@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -67,7 +68,7 @@ func (w *WriteRecord) Create(rel string) (*RecordedFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RecordedFile{w: w, rel: rel, f: f, h: newPipedHash()}, nil
+	return &RecordedFile{w: w, rel: rel, f: f, h: sha256.New()}, nil
 }
 
 // lookup returns what was recorded for rel if fi (from a walk of dir) is the very file
@@ -94,17 +95,16 @@ type RecordedFile struct {
 	w      *WriteRecord
 	rel    string
 	f      *os.File
-	h      *pipedHash
+	h      hash.Hash
 	failed bool
 	closed bool
 }
 
-// Write writes p to the file and hashes what was written (on another goroutine, so
-// the hash and the write use two cores).
+// Write writes p to the file and hashes what was written.
 func (r *RecordedFile) Write(p []byte) (int, error) {
-	r.h.write(p)
 	n, err := r.f.Write(p)
-	if err != nil || n != len(p) {
+	r.h.Write(p[:n])
+	if err != nil {
 		r.failed = true
 	}
 	return n, err
@@ -116,7 +116,7 @@ func (r *RecordedFile) Close() error {
 		return errors.New("write record: closed twice")
 	}
 	r.closed = true
-	sum := r.h.sum()
+	sum := hex.EncodeToString(r.h.Sum(nil))
 	fi, serr := r.f.Stat()
 	cerr := r.f.Close()
 	if serr != nil || cerr != nil || r.failed {
@@ -130,53 +130,70 @@ func (r *RecordedFile) Close() error {
 	return nil
 }
 
-// pipedHash computes a SHA-256 on its own goroutine over copies of what is written
-// (pipedBufs buffers of pipedBufSize: memory bounded per file being written).
-type pipedHash struct {
-	h    hash.Hash
-	ch   chan []byte
-	free chan []byte
-	done chan struct{}
-}
-
+// readFromBufs buffers of readFromBufSize are in flight in ReadFrom: one being read and
+// written while the others are hashed.
 const (
-	pipedBufs    = 3
-	pipedBufSize = 256 << 10
+	readFromBufs    = 3
+	readFromBufSize = 1 << 20
 )
 
-var pipedPool = sync.Pool{New: func() any { b := make([]byte, pipedBufSize); return &b }}
+var readFromPool = sync.Pool{New: func() any { b := make([]byte, readFromBufSize); return &b }}
 
-func newPipedHash() *pipedHash {
-	p := &pipedHash{h: sha256.New(), ch: make(chan []byte, pipedBufs), free: make(chan []byte, pipedBufs), done: make(chan struct{})}
-	for range pipedBufs {
-		p.free <- *pipedPool.Get().(*[]byte)
+// ReadFrom copies src to the file until EOF, hashing on a second goroutine what was
+// written while the next buffer is read and written (two cores, no extra copy).
+func (r *RecordedFile) ReadFrom(src io.Reader) (int64, error) {
+	type block struct {
+		b []byte
+		n int
 	}
+	free := make(chan []byte, readFromBufs)
+	for range readFromBufs {
+		free <- *readFromPool.Get().(*[]byte)
+	}
+	work := make(chan block, readFromBufs)
+	done := make(chan struct{})
 	go func() {
-		defer close(p.done)
-		for b := range p.ch {
-			p.h.Write(b)
-			p.free <- b[:cap(b)]
+		defer close(done)
+		for blk := range work {
+			r.h.Write(blk.b[:blk.n])
+			free <- blk.b
 		}
 	}()
-	return p
-}
-
-func (p *pipedHash) write(b []byte) {
-	for len(b) > 0 {
-		buf := <-p.free
-		k := copy(buf, b)
-		p.ch <- buf[:k]
-		b = b[k:]
+	var total int64
+	var err error
+	for {
+		b := <-free
+		n, rerr := io.ReadFull(src, b)
+		if n > 0 {
+			w, werr := r.f.Write(b[:n])
+			work <- block{b, w}
+			total += int64(w)
+			if werr == nil && w != n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				err = werr
+				break
+			}
+		} else {
+			free <- b
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			err = rerr
+			break
+		}
 	}
-}
-
-// sum waits for what was written and returns the hex digest; the hash is done after.
-func (p *pipedHash) sum() string {
-	close(p.ch)
-	<-p.done
-	for range pipedBufs {
-		b := <-p.free
-		pipedPool.Put(&b)
+	close(work)
+	<-done
+	for range readFromBufs {
+		b := <-free
+		readFromPool.Put(&b)
 	}
-	return hex.EncodeToString(p.h.Sum(nil))
+	if err != nil {
+		r.failed = true
+	}
+	return total, err
 }
