@@ -166,6 +166,11 @@ type VerifyOptions struct {
 	Images *ImagePolicy
 	// Workers bounds files hashed at once.
 	Workers int
+	// Written, when set, is the record of the files the caller itself wrote into dir
+	// (layout.WriteRecord, e.g. an import's extraction): those still exactly as written
+	// are checked against the signed metadata with the hash computed while writing,
+	// not read again (layout.VerifyOptions.Written). nil hashes every file.
+	Written *layout.WriteRecord
 }
 
 // Report is what Verify proved.
@@ -268,7 +273,7 @@ func Open(ctx context.Context, dir string, opts VerifyOptions) (*Verified, error
 			return nil, err
 		}
 	}
-	pinned, files, err := root.Verify(ctx, m, layout.VerifyOptions{Workers: opts.Workers})
+	pinned, files, err := root.Verify(ctx, m, layout.VerifyOptions{Workers: opts.Workers, Written: opts.Written})
 	if err != nil {
 		return nil, err
 	}

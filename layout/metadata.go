@@ -476,7 +476,7 @@ func BuildMetadata(ctx context.Context, dir string, m Metadata, workers int) (*M
 	if err != nil {
 		return nil, nil, err
 	}
-	files, _, err := t.hash(ctx, jobs, workers)
+	files, _, _, err := t.hash(ctx, jobs, workers, nil)
 	if err != nil {
 		return nil, nil, err
 	}

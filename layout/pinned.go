@@ -44,11 +44,11 @@ func (r *Root) Verify(ctx context.Context, m *Metadata, opts VerifyOptions) (*Pi
 	if err != nil {
 		return nil, nil, err
 	}
-	files, workers, err := r.t.hash(ctx, jobs, opts.Workers)
+	files, workers, fromWriter, err := r.t.hash(ctx, jobs, opts.Workers, opts.Written)
 	if err != nil {
 		return nil, nil, err
 	}
-	rep := &VerifyReport{Files: len(files), Workers: workers}
+	rep := &VerifyReport{Files: len(files), Workers: workers, HashedWhenWritten: fromWriter}
 	for _, j := range jobs {
 		rep.Bytes += j.info.Size()
 		if j.blob != "" {

@@ -89,6 +89,11 @@ func (e *FileError) Unwrap() []error {
 type VerifyOptions struct {
 	// Workers bounds the files hashed at once; <= 0 means GOMAXPROCS.
 	Workers int
+	// Written, when set, is the record of the files this process wrote into the
+	// directory (see WriteRecord): a file the walk finds to be the very file written,
+	// unchanged since, is checked against the metadata with the SHA-256 computed while
+	// it was written instead of being read again. nil hashes every file.
+	Written *WriteRecord
 }
 
 // VerifyReport is what Root.Verify (or VerifyFiles) checked.
@@ -104,6 +109,9 @@ type VerifyReport struct {
 	Manifests    int `json:"manifests"`
 	// Workers is how many files were hashed at once.
 	Workers int `json:"workers"`
+	// HashedWhenWritten is how many of the files were checked with the hash their
+	// writer computed (VerifyOptions.Written) instead of being read again.
+	HashedWhenWritten int `json:"hashedWhenWritten,omitempty"`
 	// Duration is the wall time of the verification.
 	Duration time.Duration `json:"durationNs"`
 }
@@ -288,20 +296,28 @@ const copyBufSize = 1 << 20
 
 // hash streams every job's file through SHA-256 (and the blob's own algorithm), workers
 // files at once, largest first. With want set it checks size, SHA-256 and the blob name.
-func (t *tree) hash(ctx context.Context, jobs []job, workers int) ([]File, int, error) {
+func (t *tree) hash(ctx context.Context, jobs []job, workers int, written *WriteRecord) ([]File, int, int, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	workers = min(workers, max(len(jobs), 1))
-	order := make([]int, len(jobs))
-	for i := range order {
-		order[i] = i
+	out := make([]File, len(jobs))
+	order := make([]int, 0, len(jobs))
+	var top fs.FileInfo
+	if written != nil {
+		top, _ = t.top.Stat()
+	}
+	for i := range jobs {
+		if f, ok := t.hashedWhenWritten(&jobs[i], top, written); ok {
+			out[i] = f
+			continue
+		}
+		order = append(order, i)
 	}
 	sort.SliceStable(order, func(a, b int) bool { return jobs[order[a]].info.Size() > jobs[order[b]].info.Size() })
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out := make([]File, len(jobs))
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range workers {
@@ -330,9 +346,26 @@ feed:
 	close(next)
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
-		return nil, workers, err
+		return nil, workers, 0, err
 	}
-	return out, workers, nil
+	return out, workers, len(jobs) - len(order), nil
+}
+
+// hashedWhenWritten returns the File of j from what written recorded, when j is a
+// listed file that the record wrote with the metadata's SHA-256 and that is unchanged
+// since (same inode, size and times), and whose blob name (SHA-256 blobs) is that hash.
+func (t *tree) hashedWhenWritten(j *job, top fs.FileInfo, written *WriteRecord) (File, bool) {
+	if written == nil || top == nil || j.want == nil {
+		return File{}, false
+	}
+	if j.blob != "" && j.blob.Algorithm() != digest.SHA256 {
+		return File{}, false
+	}
+	sum, ok := written.lookup(top, j.rel, j.info)
+	if !ok || sum != j.want.SHA256 || j.info.Size() != j.want.Size || (j.blob != "" && j.blob.Encoded() != sum) {
+		return File{}, false // hashed as usual, which reports what is wrong
+	}
+	return File{Path: j.rel, Size: j.want.Size, SHA256: sum}, true
 }
 
 func (t *tree) hashOne(ctx context.Context, j *job, buf []byte) (File, error) {

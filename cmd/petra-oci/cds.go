@@ -75,6 +75,9 @@ func exportArchive(c *cli.Context) error {
 	if opts.Signer, err = loadSigner(c); err != nil {
 		return err
 	}
+	if c.String("audit-segment") != "" && auditRecordOf(c) == nil {
+		return cli.Exit("export: --audit-segment needs the audit log (--audit-log is none)", exitUsage)
+	}
 	prog := newCDSProgress(c, asJSON)
 	opts.Progress = prog.event
 	res, err := archive.Export(c.Context, c.Args().First(), opts)
@@ -119,7 +122,8 @@ verified are not read again, extracted files are not extracted again.`,
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "bundle `DIR` to create (must not exist)"},
 			outputFlag(),
 			&cli.StringFlag{Name: "audit-segment", Usage: "the connected side's audit log segment `FILE` (export --audit-segment): verified before anything is imported, then continued by this side's log, so one trail reads across the gap"},
-			&cli.StringSliceFlag{Name: "audit-segment-key", Usage: "public key `FILE` that must have signed the segment's checkpoints (repeatable); without one the chain is checked, its signatures are not"},
+			&cli.StringSliceFlag{Name: "audit-segment-key", Usage: "public key `FILE` that must have signed the segment's checkpoints (repeatable; required with --audit-segment)"},
+			&cli.BoolFlag{Name: "unsafe-unverified-audit-segment", Usage: "UNSAFE: accept --audit-segment without --audit-segment-key: its hash chain is checked, its checkpoint signatures are not, so anyone could have written it (recorded in the import's audit entry)"},
 		}, verifyFlags()...), replayFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -140,9 +144,16 @@ verified are not read again, extracted files are not extracted again.`,
 			// refuses the import before anything is written
 			seg := c.String("audit-segment")
 			var segKeys [][]byte
+			unverified := c.Bool("unsafe-unverified-audit-segment")
+			if unverified && seg == "" {
+				return cli.Exit("import: --unsafe-unverified-audit-segment without --audit-segment", exitUsage)
+			}
 			if seg != "" {
 				if auditRecordOf(c) == nil {
 					return cli.Exit("import: --audit-segment needs the audit log (--audit-log is none)", exitUsage)
+				}
+				if len(c.StringSlice("audit-segment-key")) == 0 && !unverified {
+					return cli.Exit("import: --audit-segment needs --audit-segment-key, the connected side's audit public key that signed its checkpoints (--unsafe-unverified-audit-segment accepts a segment whose signatures are not checked)", exitUsage)
 				}
 				if segKeys, err = readKeys(c.StringSlice("audit-segment-key")); err != nil {
 					return err

@@ -144,6 +144,10 @@ func TestRoundTrip(t *testing.T) {
 			if res.BundleID != ex.BundleID || res.MetadataDigest != ex.MetadataDigest || res.Verify == nil || res.Verify.Dir != out {
 				t.Fatalf("result %+v", res)
 			}
+			// every file was checked with the hash computed while extracting it, not read again
+			if f := res.Verify.Files; f.HashedWhenWritten != f.Files || f.Files != ex.Files-2 {
+				t.Fatalf("%d of %d files (export: %d with the metadata) checked with the extraction's hashes", f.HashedWhenWritten, f.Files, ex.Files)
+			}
 			if _, err := bundle.Verify(context.Background(), out, verifyOpts(t)); err != nil {
 				t.Fatalf("the imported bundle does not verify: %v", err)
 			}

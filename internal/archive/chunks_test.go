@@ -212,6 +212,11 @@ func TestImportResumes(t *testing.T) {
 	if !res.Resumed || len(hashed) != 0 {
 		t.Fatalf("resumed=%v, chunks hashed again: %q", res.Resumed, hashed)
 	}
+	// the files the first run extracted are hashed by the final verification; only
+	// those this run wrote are checked with the hashes of their extraction
+	if f := res.Verify.Files; f.HashedWhenWritten == 0 || f.HashedWhenWritten > f.Files-(len(st.Done)-2) {
+		t.Fatalf("%d of %d files checked with extraction hashes, %d extracted by the first run", f.HashedWhenWritten, f.Files, len(st.Done)-2)
+	}
 	for _, c := range res.Chunks {
 		want := "verified-earlier"
 		if c.Offset(ex.Index)+c.size(ex.Index) <= st.Offset {

@@ -37,6 +37,9 @@ var allowedPAX = map[string]bool{"path": true, "size": true, "mtime": true, "ati
 // its signed size.
 type extractor struct {
 	root *os.Root
+	// rec writes the listed files and records their hashes for the final
+	// verification (bundle.VerifyOptions.Written), which then does not read them again.
+	rec *layout.WriteRecord
 	// accept verifies the signature over the metadata bytes and returns the parsed
 	// metadata; nothing else is extracted before it succeeds.
 	accept func(meta, sig []byte) (*layout.Metadata, error)
@@ -310,11 +313,11 @@ func (x *extractor) entry(ctx context.Context, tr *tar.Reader, h *tar.Header, bu
 			return fmt.Errorf("creating %s: %w", d, err)
 		}
 	}
-	out, err := x.root.OpenFile(filepath.FromSlash(name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow, 0o644)
+	out, err := x.rec.Create(name)
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", name, err)
 	}
-	n, err := io.CopyBuffer(writerOnly{out}, io.LimitReader(tr, f.Size), buf)
+	n, err := io.CopyBuffer(out, io.LimitReader(tr, f.Size), buf)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -391,6 +394,3 @@ func (x *extractor) known(m *layout.Metadata) {
 		}
 	}
 }
-
-// writerOnly hides os.File's ReadFrom, so copies use the large buffer.
-type writerOnly struct{ io.Writer }

@@ -128,6 +128,10 @@ type importer struct {
 	work string
 	st   *state
 	res  *ImportResult
+	// written records the files this run extracted, hashed as they were written: the
+	// final verification checks them against the signed metadata with those hashes
+	// instead of reading them again (files of an earlier, interrupted run are hashed).
+	written *layout.WriteRecord
 }
 
 func (im *importer) save() error { return saveState(im.work, im.st) }
@@ -158,7 +162,12 @@ func (im *importer) extract(ctx context.Context, r io.Reader, limit int64, accep
 		return fmt.Errorf("import: %w", err)
 	}
 	defer root.Close()
-	x := &extractor{root: root, accept: accept, limit: limit, st: im.st, save: im.save, progress: im.opts.Progress,
+	rec, err := layout.NewWriteRecord(root)
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	im.written = rec
+	x := &extractor{root: root, rec: rec, accept: accept, limit: limit, st: im.st, save: im.save, progress: im.opts.Progress,
 		seen: map[string]bool{}, dirs: map[string]bool{layout.PetraDir: true}}
 	for _, p := range im.st.Done {
 		x.seen[p] = true
@@ -185,7 +194,9 @@ func (im *importer) extract(ctx context.Context, r io.Reader, limit int64, accep
 func (im *importer) finish(ctx context.Context, wantMetadata string) (*ImportResult, error) {
 	dir := filepath.Join(im.work, "bundle")
 	im.emit(Event{Phase: "verify-bundle", Message: "verifying the extracted bundle as petra-oci verify does"})
-	rep, err := bundle.Verify(ctx, dir, im.opts.Verify)
+	vopts := im.opts.Verify
+	vopts.Written = im.written
+	rep, err := bundle.Verify(ctx, dir, vopts)
 	if err != nil {
 		if ctx.Err() == nil {
 			os.RemoveAll(im.work) // verified content is wrong: nothing to resume
