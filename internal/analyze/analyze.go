@@ -113,6 +113,15 @@ func (a *Analyzer) Image(ctx context.Context, l *layout.Layout, in job.Request) 
 	for _, p := range platforms {
 		p := ocispec.Descriptor{MediaType: p.MediaType, Digest: p.Digest, Size: p.Size, Platform: p.Platform}
 		plat := oci.PlatformString(p.Platform)
+		if p.Platform == nil {
+			// a single-platform image has no index entry to name its platform: the
+			// image config does (os/architecture/variant)
+			cp, err := sbom.ConfigPlatform(ctx, l, p)
+			if err != nil {
+				return nil, fmt.Errorf("platform of %s: %w", p.Digest, err)
+			}
+			plat = cp
+		}
 		carried, err := carriedSPDX(ctx, l, in, p.Digest)
 		if err != nil {
 			return nil, err

@@ -213,10 +213,7 @@ func newLayoutImage(ctx context.Context, l *layout.Layout, desc ocispec.Descript
 	}
 	li := &layoutImage{ctx: ctx, l: l, desc: desc, manifest: raw, config: cfg,
 		layers: map[v1.Hash]ocispec.Descriptor{}, mediaType: types.MediaType(desc.MediaType)}
-	var ic ocispec.Image
-	if err := json.Unmarshal(cfg, &ic); err == nil {
-		li.platform = oci.PlatformString(&ic.Platform)
-	}
+	li.platform = platformOf(cfg)
 	for _, ld := range m.Layers {
 		h, err := v1.NewHash(ld.Digest.String())
 		if err != nil {
@@ -225,6 +222,30 @@ func newLayoutImage(ctx context.Context, l *layout.Layout, desc ocispec.Descript
 		li.layers[h] = ld
 	}
 	return li, nil
+}
+
+// platformOf renders the os/architecture[/variant] of an image config; "" when the
+// config does not name both (never "/").
+func platformOf(config []byte) string {
+	var ic ocispec.Image
+	if err := json.Unmarshal(config, &ic); err != nil || ic.OS == "" || ic.Architecture == "" {
+		return ""
+	}
+	return oci.PlatformString(&ic.Platform)
+}
+
+// ConfigPlatform returns the platform (os/architecture[/variant]) the config of img, a
+// single-platform image manifest in l, records; "" when it names none. Manifest and
+// config are read verified.
+func ConfigPlatform(ctx context.Context, l *layout.Layout, img ocispec.Descriptor) (string, error) {
+	if img.MediaType != ocispec.MediaTypeImageManifest && img.MediaType != oci.MediaTypeDockerManifest {
+		return "", fmt.Errorf("%w: %s: media type %q is not a single-platform image manifest", oci.ErrInvalid, img.Digest, img.MediaType)
+	}
+	li, err := newLayoutImage(ctx, l, img)
+	if err != nil {
+		return "", err
+	}
+	return li.platform, nil
 }
 
 func (li *layoutImage) RawManifest() ([]byte, error)        { return li.manifest, nil }
