@@ -71,6 +71,10 @@ type Options struct {
 	Name string
 	// Parallelism bounds syft's concurrent cataloging tasks; 0 is syft's default.
 	Parallelism int
+	// Cache, when set, keeps uncompressed layers between calls so that a layer shared
+	// by several images is extracted once (see NewCache); nil: each call extracts into
+	// its own temporary folder, removed before it returns.
+	Cache *Cache
 }
 
 // maxConfigBytes bounds an image config read whole.
@@ -97,17 +101,39 @@ func Generate(ctx context.Context, l *layout.Layout, img ocispec.Descriptor, opt
 		name = img.Digest.String()
 	}
 
+	// the license scanner syft builds for every CreateSBOM (a DFA of all SPDX license
+	// texts) is built once per process and handed to each call through its context
+	lctx, err := licenseContext()
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("SBOM of %s: %w", img.Digest, err)
+	}
+	ctx = valuesFrom{Context: ctx, values: lctx}
+
 	tmp := file.NewTempDirGenerator("petra-oci-sbom")
 	cleanup := func() error { return tmp.Cleanup() }
-	contentDir, err := tmp.NewDirectory("image")
-	if err != nil {
-		return nil, Info{}, errors.Join(fmt.Errorf("SBOM of %s: %w", img.Digest, err), cleanup())
+	var simg *image.Image
+	meta := []image.AdditionalMetadata{image.WithManifestDigest(img.Digest.String()), image.WithManifest(core.manifest)}
+	if c := opts.Cache; c != nil {
+		// stereoscope keeps an uncompressed layer in its content folder under the
+		// layer's index and digest and uses it again when it is there: a folder
+		// shared by every image extracts a shared layer once. No TempDirGenerator,
+		// so that the image's Cleanup leaves the shared folder to the Cache.
+		simg = image.New(v1img, nil, c.dir, meta...)
+		c.mu.RLock()
+		err = simg.Read(ctx)
+		c.mu.RUnlock()
+		if err == nil {
+			c.used(simg)
+		}
+	} else {
+		contentDir, derr := tmp.NewDirectory("image")
+		if derr != nil {
+			return nil, Info{}, errors.Join(fmt.Errorf("SBOM of %s: %w", img.Digest, derr), cleanup())
+		}
+		simg = image.New(v1img, tmp, contentDir, meta...)
+		err = simg.Read(ctx)
 	}
-	simg := image.New(v1img, tmp, contentDir,
-		image.WithManifestDigest(img.Digest.String()),
-		image.WithManifest(core.manifest),
-	)
-	if err := simg.Read(ctx); err != nil {
+	if err != nil {
 		return nil, Info{}, errors.Join(fmt.Errorf("SBOM of %s: reading layers: %w", img.Digest, err), simg.Cleanup(), cleanup())
 	}
 	src := stereoscopesource.New(simg, stereoscopesource.ImageConfig{
