@@ -12,8 +12,11 @@
 # its analyzer child; for syft the largest of its calls) with the ratio petra-oci / syft, and
 # checks that every image got an SBOM listing the same packages as syft's.
 #
+# Then the analyzer's bound: one image of BENCH_BIG_MB (2048) MiB in 128 MiB tar layers,
+# packed with its SBOM; peak RSS (petra-oci and petra-oci-analyze) must stay <= 256 MiB.
+#
 # Settings (environment): BENCH_IMAGES (20), BENCH_BASE_MB (40), BENCH_UNIQUE_MB (16),
-# BENCH_KEEP (0; 1 keeps .bench/sbom).
+# BENCH_BIG_MB (2048; 0 skips the big image), BENCH_KEEP (0; 1 keeps .bench/sbom).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -22,6 +25,7 @@ N=${BENCH_IMAGES:-20}
 BASE_MB=${BENCH_BASE_MB:-40}
 UNIQUE_MB=${BENCH_UNIQUE_MB:-16}
 KEEP=${BENCH_KEEP:-0}
+BIG_MB=${BENCH_BIG_MB:-2048}
 
 TOOLS=$(go env GOPATH)/bin
 ORAS=$TOOLS/oras
@@ -155,6 +159,28 @@ for i in $(seq 1 "$N"); do
 	[ -s "$WORK/syft/img-$i.json" ] || die "syft wrote no SBOM for img-$i"
 done
 
+# --- the analyzer's bound on one big image ---------------------------------------------
+if [ "$BIG_MB" -gt 0 ]; then
+	log "one ${BIG_MB} MiB image (128 MiB tar layers, 8 files each)"
+	cd "$WORK/gen"
+	layers=() diffs=()
+	for l in $(seq 1 $(((BIG_MB + 127) / 128))); do
+		mkdir -p "big-$l"
+		for f in $(seq 1 8); do head -c $((16 << 20)) /dev/urandom >"big-$l/part-$f.bin"; done
+		tar -cf "big-$l.tar" "big-$l" && rm -r "big-$l"
+		layers+=("big-$l.tar:application/vnd.oci.image.layer.v1.tar")
+		diffs+=("\"sha256:$(sha256sum "big-$l.tar" | cut -d' ' -f1)\"")
+	done
+	printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]}}' "$(IFS=,; echo "${diffs[*]}")" >big-config.json
+	"$ORAS" push --plain-http --no-tty --config "big-config.json:application/vnd.oci.image.config.v1+json" \
+		"$REG/bench/big:v1" "${layers[@]}" >>"$WORK/logs/gen.log" 2>&1 || die "pushing the big image failed"
+	rm -f big-*.tar big-config.json
+	cd "$ROOT"
+	log "petra-oci pack of the big image (SBOM generated)"
+	timed big "$PETRA" pack --plain-http --image "$REG/bench/big:v1" -o "$WORK/out/big" || die "petra-oci pack of the big image failed"
+	rm -rf "$WORK/out/big" "$WORK/registry"
+fi
+
 read -r s_wall s_rss <"$WORK/times/syft"
 read -r p_wall p_rss <"$WORK/times/petra"
 echo
@@ -162,4 +188,9 @@ echo "petra-oci bench-sbom: $N images, ${BASE_MB} MiB shared base + ${UNIQUE_MB}
 printf '%-10s %-52s %8s %13s\n' tool what "wall s" "peak RSS MiB"
 printf '%-10s %-52s %8s %13s\n' syft "registry -> SPDX JSON, $N calls" "$s_wall" "$((s_rss / 1024))"
 printf '%-10s %-52s %8s %13s\n' petra-oci "pack: verify signatures, $sboms SBOMs, sign bundle" "$p_wall" "$((p_rss / 1024))"
+if [ "$BIG_MB" -gt 0 ]; then
+	read -r b_wall b_rss <"$WORK/times/big"
+	printf '%-10s %-52s %8s %13s\n' petra-oci "pack: one ${BIG_MB} MiB image, its SBOM (analyzer bound)" "$b_wall" "$((b_rss / 1024))"
+fi
 echo "petra-oci / syft: $(awk -v a="$p_wall" -v b="$s_wall" 'BEGIN { printf "%.2f", a / b }') (goal <= 0.50)"
+[ "$BIG_MB" -le 0 ] || echo "peak RSS with the ${BIG_MB} MiB image: $((b_rss / 1024)) MiB (goal <= 256)"
