@@ -185,3 +185,42 @@ func filterContent(names []string) []string {
 	}
 	return out
 }
+
+// TestPlatformFromConfig: Info.Platform is the config's os/architecture[/variant], and
+// empty, never "/", for a config that names neither.
+func TestPlatformFromConfig(t *testing.T) {
+	ctx := context.Background()
+	l, err := layout.Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := tarLayer(t, l, tfile{"etc/", ""}, tfile{"etc/hostname", "x\n"})
+	for cfg, want := range map[string]string{
+		`{"architecture":"arm","os":"linux","variant":"v7"}`: "linux/arm/v7",
+		`{}`: "",
+	} {
+		var c map[string]any
+		_ = json.Unmarshal([]byte(cfg), &c)
+		c["rootfs"] = map[string]any{"type": "layers", "diff_ids": []digest.Digest{layer.Digest}}
+		cb, _ := json.Marshal(c)
+		cd, err := l.PushBytes(ctx, ocispec.MediaTypeImageConfig, cb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		man, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: []ocispec.Descriptor{layer}})
+		md, err := l.PushBytes(ctx, ocispec.MediaTypeImageManifest, man)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, info, err := sbom.Generate(ctx, l, md, sbom.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Platform != want {
+			t.Errorf("config %s: platform %q, want %q", cfg, info.Platform, want)
+		}
+		if p, err := sbom.ConfigPlatform(ctx, l, md); err != nil || p != want {
+			t.Errorf("ConfigPlatform(%s) = %q, %v; want %q", cfg, p, err, want)
+		}
+	}
+}
