@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/petra-oci/petra-oci/internal/fixture"
 	"github.com/petra-oci/petra-oci/internal/registrytest"
+	"github.com/petra-oci/petra-oci/internal/scan/scantest"
 )
 
 // TestPackRefusesBeforeDownloading: with a policy, pack reads the image's manifests,
@@ -105,5 +107,25 @@ func TestPackChecksVulnDBFirst(t *testing.T) {
 	}
 	if got := p.Requests(); len(got) > 0 {
 		t.Errorf("pack reached the source before checking the database: %v", got)
+	}
+	// a grype cache directory whose database does not match its import.json checksum:
+	// refused the same way, before any request
+	db := scantest.WriteDB(t)
+	bad := t.TempDir()
+	if err := os.Mkdir(filepath.Join(bad, "6"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(db.Dir, "vulnerability.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(bad, "6", "vulnerability.db"), b)
+	writeFile(t, filepath.Join(bad, "6", "import.json"), []byte(`{"digest":"xxh64:0123456789abcdef","source":"x","client_version":"x"}`))
+	r = e.run(petraBin, "pack", "--image", ref, "-o", filepath.Join(t.TempDir(), "b2"), "--plain-http", "--vuln-db", bad)
+	if r.exitCode == 0 || !strings.Contains(r.stderr, "checksum") {
+		t.Fatalf("pack with a corrupt grype cache dir: want a checksum refusal, got %s", r)
+	}
+	if got := p.Requests(); len(got) > 0 {
+		t.Errorf("pack reached the source before checking the cache-dir database: %v", got)
 	}
 }

@@ -39,6 +39,14 @@ func TestPackScanGate(t *testing.T) {
 		t.Errorf("a refused pack sealed its bundle: %v", err)
 	}
 
+	// grype's own cache layout (what GRYPE_DB_CACHE_DIR points at: DIR/6/vulnerability.db
+	// beside DIR/6/import.json) is a database too: the same refusal, not "holds no
+	// vulnerability.db"
+	r = e.run(petraBin, "pack", "--image", ref, "-o", filepath.Join(t.TempDir(), "cache"), "--plain-http", "--vuln-db", db.Root, "--fail-on", "critical")
+	if r.exitCode != 40 || !strings.Contains(r.stderr, scantest.XZBackdoor) {
+		t.Errorf("pack --vuln-db GRYPE_DB_CACHE_DIR: %s", r)
+	}
+
 	// an expired exception does not apply
 	expired := writeFile(t, filepath.Join(t.TempDir(), "expired.yaml"), []byte(
 		"- cve: "+scantest.XZBackdoor+"\n  image: \"*chainguard/xz*\"\n  reason: old waiver\n  expires: \"2020-01-01\"\n"))

@@ -77,7 +77,9 @@ type Options struct {
 	// Analyze, when set, runs on every image once it is copied (and verified) into
 	// the bundle and returns what to attach: SBOMs and scan reports (internal/analyze,
 	// in the petra-oci-analyze process through internal/analyze/job). An error (e.g.
-	// one wrapping scanreport.ErrThreshold) fails the image.
+	// one wrapping scanreport.ErrThreshold) fails the image. It runs outside the image
+	// concurrency limit, so the next images copy meanwhile, and it may be called from
+	// several goroutines at once.
 	Analyze func(ctx context.Context, req job.Request) ([]referrers.Attachment, error)
 	// OnBlob, when set, is told about every blob once it is in the bundle (progress).
 	OnBlob func(desc ocispec.Descriptor, how graphcopy.How)
@@ -213,6 +215,7 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(limit)
+	var ag errgroup.Group // analyses, bounded by the analyzer's own parallelism
 	for i, t := range targets {
 		if opts.Policy != nil {
 			if err := opts.Policy.Allowed(t.ref); err != nil {
@@ -222,20 +225,44 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 			}
 		}
 		g.Go(func() error {
-			img, es, err := packOne(gctx, opts, imageCopier(t.ref), copier, l, t)
+			img, es, req, err := packOne(gctx, opts, imageCopier(t.ref), copier, l, t)
 			if err != nil {
 				errs[i] = fmt.Errorf("packing %s: %w", t.spec.Ref, err)
 				opts.Log.Error("pack failed", "image", t.spec.Ref, "error", err)
 				return nil
 			}
-			mu.Lock()
-			entries = append(entries, es...)
-			mu.Unlock()
-			images[i] = img
+			if req == nil {
+				mu.Lock()
+				entries = append(entries, es...)
+				mu.Unlock()
+				images[i] = img
+				return nil
+			}
+			// the SBOMs and scans of this image run while the next images copy: the
+			// analyzer works on several at once; the image is listed once they are done
+			ag.Go(func() error {
+				more, err := opts.Analyze(ctx, *req)
+				if err != nil {
+					errs[i] = fmt.Errorf("packing %s: %w", t.spec.Ref, err)
+					opts.Log.Error("pack failed", "image", t.spec.Ref, "error", err)
+					return nil
+				}
+				for _, a := range more {
+					es = append(es, layout.AttachmentEntry(a.Descriptor, a.Kind, t.ref, a.Tag, a.Subject))
+				}
+				img.Attachments += len(more)
+				opts.Log.Info("packed", "image", t.spec.Ref, "digest", img.Digest, "platforms", len(img.Platforms), "attachments", img.Attachments)
+				mu.Lock()
+				entries = append(entries, es...)
+				mu.Unlock()
+				images[i] = img
+				return nil
+			})
 			return nil
 		})
 	}
 	_ = g.Wait()
+	_ = ag.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -396,11 +423,15 @@ func cutTag(s string) (string, string, bool) {
 	return "", "", false
 }
 
-func packOne(ctx context.Context, opts Options, imageCopier, copier *graphcopy.Copier, l *layout.Layout, t target) (*Image, []layout.Entry, error) {
+// packOne copies one image (and, with a policy, verifies it first) and returns its
+// entries; with opts.Analyze, also the analysis request, which the caller runs
+// without holding the image's transfer slot. imageCopier copies the image's own
+// graph (a delta's leaves out what the far side holds); copier copies attachments.
+func packOne(ctx context.Context, opts Options, imageCopier, copier *graphcopy.Copier, l *layout.Layout, t target) (*Image, []layout.Entry, *job.Request, error) {
 	ref, _ := remote.ParseReference(t.ref)
 	repo, err := opts.Client.Repository(ref)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	pin := t.digest
 	if pin == "" {
@@ -412,10 +443,10 @@ func packOne(ctx context.Context, opts Options, imageCopier, copier *graphcopy.C
 		return err
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("resolving %s:%s: %w", t.ref, pin, err)
+		return nil, nil, nil, fmt.Errorf("resolving %s:%s: %w", t.ref, pin, err)
 	}
 	if t.digest != "" && root.Digest.String() != t.digest {
-		return nil, nil, fmt.Errorf("%w: registry answered %s for %s@%s", oci.ErrDigestMismatch, root.Digest, t.ref, t.digest)
+		return nil, nil, nil, fmt.Errorf("%w: registry answered %s for %s@%s", oci.ErrDigestMismatch, root.Digest, t.ref, t.digest)
 	}
 	opts.Log.Info("packing", "image", t.spec.Ref, "digest", root.Digest)
 
@@ -446,27 +477,27 @@ func packOne(ctx context.Context, opts Options, imageCopier, copier *graphcopy.C
 	if opts.Policy != nil {
 		planned, err := copier.Walk(ctx, repo, root, include)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := noChild(planned); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if atts, err = referrers.Collect(ctx, repo, descriptors(planned), referrers.CollectOptions{Retry: opts.Client.Retry}, nil); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		// a signature read that fails on the network is tried again, never counted
 		// as a signature that does not verify
 		if img.Verification, err = checkImage(ctx, opts, opts.Client.RetryingFetcher(repo), t.ref, rootDesc, planned, atts); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 
 	nodes, err := imageCopier.Copy(ctx, repo, root, include)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := noChild(nodes); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	entries := []layout.Entry{layout.ImageEntry(rootDesc, t.ref, t.tag)}
 	for _, n := range nodes[1:] {
@@ -483,31 +514,29 @@ func packOne(ctx context.Context, opts Options, imageCopier, copier *graphcopy.C
 		atts, err = copyAttachments(ctx, copier, repo, atts)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if opts.Policy != nil && opts.Evidence {
 		if atts, err = attachEvidence(ctx, opts, l, t.ref, rootDesc, nodes, img.Verification, atts); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-	}
-	if opts.Analyze != nil {
-		var children []ocispec.Descriptor
-		for _, n := range nodes[1:] {
-			children = append(children, n.Descriptor)
-		}
-		more, err := opts.Analyze(ctx, job.Request{Repository: t.ref, Tag: t.tag, Root: rootDesc,
-			Children: children, Attachments: atts, Verification: img.Verification})
-		if err != nil {
-			return nil, nil, err
-		}
-		atts = append(atts, more...)
 	}
 	for _, a := range atts {
 		entries = append(entries, layout.AttachmentEntry(a.Descriptor, a.Kind, t.ref, a.Tag, a.Subject))
 	}
 	img.Attachments = len(atts)
-	opts.Log.Info("packed", "image", t.spec.Ref, "digest", root.Digest, "platforms", len(img.Platforms), "attachments", len(atts))
-	return img, entries, nil
+	var req *job.Request
+	if opts.Analyze != nil {
+		var children []ocispec.Descriptor
+		for _, n := range nodes[1:] {
+			children = append(children, n.Descriptor)
+		}
+		req = &job.Request{Repository: t.ref, Tag: t.tag, Root: rootDesc,
+			Children: children, Attachments: atts, Verification: img.Verification}
+	} else {
+		opts.Log.Info("packed", "image", t.spec.Ref, "digest", root.Digest, "platforms", len(img.Platforms), "attachments", len(atts))
+	}
+	return img, entries, req, nil
 }
 
 // checkImage verifies an image and its attachments against the policy, reading them

@@ -133,6 +133,8 @@ debs() {
 	# chromium: headless rendering check of the reviewer report (internal/report)
 	command -v chromium >/dev/null || debs+=(chromium)
 	[ -x /usr/bin/time ] || debs+=(time)
+	# jq: bench/sbom.sh counts the SBOM referrers in the bundle's index.json
+	command -v jq >/dev/null || debs+=(jq)
 	# containerd (Debian 12: 1.6.20): ctr images import of the pre-pull archive (conformance/prepull_test.go)
 	command -v containerd >/dev/null && command -v ctr >/dev/null || debs+=(containerd)
 	[ ${#debs[@]} -gt 0 ] || return 0

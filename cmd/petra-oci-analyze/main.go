@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/petra-oci/petra-oci/internal/analyze"
@@ -48,23 +49,29 @@ func run(ctx context.Context) error {
 	if err := enc.Encode(job.Response{}); err != nil {
 		return err
 	}
-	return serve(ctx, dec, enc, cfg.Dir, an)
+	return serve(ctx, dec, enc, cfg, an)
 }
 
-// serve answers requests; the bundle's layout (which pack creates once it has
-// started the analyzer) is opened on the first.
-func serve(ctx context.Context, dec *json.Decoder, enc *json.Encoder, dir string, an *analyze.Analyzer) error {
-	var l *layout.Layout
-	for {
-		var req job.Request
-		if err := dec.Decode(&req); err != nil {
-			return nil // the parent closed stdin: done
+// serve answers requests, several at once (cfg.Parallelism); the bundle's layout
+// (which pack creates once it has started the analyzer) is opened on the first.
+func serve(ctx context.Context, dec *json.Decoder, enc *json.Encoder, cfg job.Config, an *analyze.Analyzer) error {
+	var (
+		mu sync.Mutex
+		l  *layout.Layout
+	)
+	open := func() (*layout.Layout, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if l != nil {
+			return l, nil
 		}
-		var atts []referrers.Attachment
 		var err error
-		if l == nil {
-			l, err = layout.Open(dir)
-		}
+		l, err = layout.Open(cfg.Dir)
+		return l, err
+	}
+	return job.Serve(ctx, dec, enc, cfg.Parallelism, func(ctx context.Context, req job.Request) job.Response {
+		var atts []referrers.Attachment
+		l, err := open()
 		if err == nil {
 			atts, err = an.Image(ctx, l, req)
 		}
@@ -72,8 +79,6 @@ func serve(ctx context.Context, dec *json.Decoder, enc *json.Encoder, dir string
 		if err != nil {
 			resp.Error, resp.Threshold = err.Error(), errors.Is(err, scanreport.ErrThreshold)
 		}
-		if err := enc.Encode(resp); err != nil {
-			return err
-		}
-	}
+		return resp
+	})
 }

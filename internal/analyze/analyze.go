@@ -43,12 +43,17 @@ type Options struct {
 	// Now is the pack time (reproducible referrers, exception expiry); default now.
 	Now time.Time
 	Log *slog.Logger
+	// LayerCacheBytes bounds the uncompressed layers kept between images so that a
+	// layer shared by several images is extracted once (sbom.Cache, under
+	// os.TempDir(), removed by Close); 0: sbom.DefaultCacheBytes, negative: no cache.
+	LayerCacheBytes int64
 }
 
 // Analyzer generates and scans SBOMs.
 type Analyzer struct {
-	opts Options
-	db   *scan.DB
+	opts  Options
+	db    *scan.DB
+	cache *sbom.Cache
 	// DB describes the loaded database (zero without one).
 	DB scanreport.DBInfo
 }
@@ -78,15 +83,26 @@ func New(ctx context.Context, opts Options) (*Analyzer, error) {
 		a.db, a.DB = db, info
 		opts.Log.Info("vulnerability database loaded", "path", opts.VulnDB, "built", info.Built)
 	}
+	if opts.LayerCacheBytes >= 0 {
+		c, err := sbom.NewCache("", opts.LayerCacheBytes)
+		if err != nil {
+			return nil, errors.Join(err, a.Close())
+		}
+		a.cache = c
+	}
 	return a, nil
 }
 
-// Close releases the database.
+// Close releases the database and removes the layer cache.
 func (a *Analyzer) Close() error {
-	if a.db == nil {
-		return nil
+	var errs []error
+	if a.db != nil {
+		errs = append(errs, a.db.Close())
 	}
-	return a.db.Close()
+	if a.cache != nil {
+		errs = append(errs, a.cache.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Image attaches an SBOM (and a scan report, with a database) to every platform
@@ -113,6 +129,15 @@ func (a *Analyzer) Image(ctx context.Context, l *layout.Layout, in job.Request) 
 	for _, p := range platforms {
 		p := ocispec.Descriptor{MediaType: p.MediaType, Digest: p.Digest, Size: p.Size, Platform: p.Platform}
 		plat := oci.PlatformString(p.Platform)
+		if p.Platform == nil {
+			// a single-platform image has no index entry to name its platform: the
+			// image config does (os/architecture/variant)
+			cp, err := sbom.ConfigPlatform(ctx, l, p)
+			if err != nil {
+				return nil, fmt.Errorf("platform of %s: %w", p.Digest, err)
+			}
+			plat = cp
+		}
 		carried, err := carriedSPDX(ctx, l, in, p.Digest)
 		if err != nil {
 			return nil, err
@@ -134,7 +159,7 @@ func (a *Analyzer) Image(ctx context.Context, l *layout.Layout, in job.Request) 
 				continue
 			}
 		}
-		doc, info, err := sbom.Generate(ctx, l, p, sbom.Options{Name: repository})
+		doc, info, err := sbom.Generate(ctx, l, p, sbom.Options{Name: repository, Cache: a.cache})
 		if err != nil {
 			return nil, err
 		}

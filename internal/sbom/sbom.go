@@ -71,6 +71,10 @@ type Options struct {
 	Name string
 	// Parallelism bounds syft's concurrent cataloging tasks; 0 is syft's default.
 	Parallelism int
+	// Cache, when set, keeps uncompressed layers between calls so that a layer shared
+	// by several images is extracted once (see NewCache); nil: each call extracts into
+	// its own temporary folder, removed before it returns.
+	Cache *Cache
 }
 
 // maxConfigBytes bounds an image config read whole.
@@ -97,17 +101,39 @@ func Generate(ctx context.Context, l *layout.Layout, img ocispec.Descriptor, opt
 		name = img.Digest.String()
 	}
 
+	// the license scanner syft builds for every CreateSBOM (a DFA of all SPDX license
+	// texts) is built once per process and handed to each call through its context
+	lctx, err := licenseContext()
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("SBOM of %s: %w", img.Digest, err)
+	}
+	ctx = valuesFrom{Context: ctx, values: lctx}
+
 	tmp := file.NewTempDirGenerator("petra-oci-sbom")
 	cleanup := func() error { return tmp.Cleanup() }
-	contentDir, err := tmp.NewDirectory("image")
-	if err != nil {
-		return nil, Info{}, errors.Join(fmt.Errorf("SBOM of %s: %w", img.Digest, err), cleanup())
+	var simg *image.Image
+	meta := []image.AdditionalMetadata{image.WithManifestDigest(img.Digest.String()), image.WithManifest(core.manifest)}
+	if c := opts.Cache; c != nil {
+		// stereoscope keeps an uncompressed layer in its content folder under the
+		// layer's index and digest and uses it again when it is there: a folder
+		// shared by every image extracts a shared layer once. No TempDirGenerator,
+		// so that the image's Cleanup leaves the shared folder to the Cache.
+		simg = image.New(v1img, nil, c.dir, meta...)
+		c.mu.RLock()
+		err = simg.Read(ctx)
+		c.mu.RUnlock()
+		if err == nil {
+			c.used(simg)
+		}
+	} else {
+		contentDir, derr := tmp.NewDirectory("image")
+		if derr != nil {
+			return nil, Info{}, errors.Join(fmt.Errorf("SBOM of %s: %w", img.Digest, derr), cleanup())
+		}
+		simg = image.New(v1img, tmp, contentDir, meta...)
+		err = simg.Read(ctx)
 	}
-	simg := image.New(v1img, tmp, contentDir,
-		image.WithManifestDigest(img.Digest.String()),
-		image.WithManifest(core.manifest),
-	)
-	if err := simg.Read(ctx); err != nil {
+	if err != nil {
 		return nil, Info{}, errors.Join(fmt.Errorf("SBOM of %s: reading layers: %w", img.Digest, err), simg.Cleanup(), cleanup())
 	}
 	src := stereoscopesource.New(simg, stereoscopesource.ImageConfig{
@@ -213,10 +239,7 @@ func newLayoutImage(ctx context.Context, l *layout.Layout, desc ocispec.Descript
 	}
 	li := &layoutImage{ctx: ctx, l: l, desc: desc, manifest: raw, config: cfg,
 		layers: map[v1.Hash]ocispec.Descriptor{}, mediaType: types.MediaType(desc.MediaType)}
-	var ic ocispec.Image
-	if err := json.Unmarshal(cfg, &ic); err == nil {
-		li.platform = oci.PlatformString(&ic.Platform)
-	}
+	li.platform = platformOf(cfg)
 	for _, ld := range m.Layers {
 		h, err := v1.NewHash(ld.Digest.String())
 		if err != nil {
@@ -225,6 +248,30 @@ func newLayoutImage(ctx context.Context, l *layout.Layout, desc ocispec.Descript
 		li.layers[h] = ld
 	}
 	return li, nil
+}
+
+// platformOf renders the os/architecture[/variant] of an image config; "" when the
+// config does not name both (never "/").
+func platformOf(config []byte) string {
+	var ic ocispec.Image
+	if err := json.Unmarshal(config, &ic); err != nil || ic.OS == "" || ic.Architecture == "" {
+		return ""
+	}
+	return oci.PlatformString(&ic.Platform)
+}
+
+// ConfigPlatform returns the platform (os/architecture[/variant]) the config of img, a
+// single-platform image manifest in l, records; "" when it names none. Manifest and
+// config are read verified.
+func ConfigPlatform(ctx context.Context, l *layout.Layout, img ocispec.Descriptor) (string, error) {
+	if img.MediaType != ocispec.MediaTypeImageManifest && img.MediaType != oci.MediaTypeDockerManifest {
+		return "", fmt.Errorf("%w: %s: media type %q is not a single-platform image manifest", oci.ErrInvalid, img.Digest, img.MediaType)
+	}
+	li, err := newLayoutImage(ctx, l, img)
+	if err != nil {
+		return "", err
+	}
+	return li.platform, nil
 }
 
 func (li *layoutImage) RawManifest() ([]byte, error)        { return li.manifest, nil }

@@ -66,7 +66,9 @@ type DBOptions struct {
 	// Path is the database: an archive as `grype db import` takes it (tar.gz, tar.zst,
 	// tar.xz ... holding vulnerability.db), a vulnerability.db file, or a directory
 	// holding vulnerability.db (an installed grype database directory, with import.json,
-	// is used in place; without import.json the file is imported).
+	// is used in place; without import.json the file is imported). A grype cache root,
+	// what GRYPE_DB_CACHE_DIR points at (DIR/6/vulnerability.db beside DIR/6/import.json),
+	// is taken as its DIR/6.
 	Path string
 	// MaxAge refuses a database built longer ago than this; 0 means no limit.
 	MaxAge time.Duration
@@ -109,10 +111,10 @@ func LoadDBWithOptions(ctx context.Context, opts DBOptions) (*DB, DBInfo, error)
 	dbDir := opts.Path
 	installed := false
 	if fi.IsDir() {
-		if _, err := os.Stat(filepath.Join(opts.Path, v6.VulnerabilityDBFileName)); err != nil {
-			return nil, DBInfo{}, fmt.Errorf("%w: %s holds no %s", ErrDBInvalid, opts.Path, v6.VulnerabilityDBFileName)
+		if dbDir, err = dbDirectory(opts.Path); err != nil {
+			return nil, DBInfo{}, err
 		}
-		_, err := os.Stat(filepath.Join(opts.Path, v6.ImportMetadataFileName))
+		_, err := os.Stat(filepath.Join(dbDir, v6.ImportMetadataFileName))
 		installed = err == nil
 	}
 	if !installed {
@@ -120,7 +122,7 @@ func LoadDBWithOptions(ctx context.Context, opts DBOptions) (*DB, DBInfo, error)
 		// as `grype db import` does. The curator never touches the network for a local path.
 		ref := opts.Path
 		if fi.IsDir() {
-			ref = filepath.Join(opts.Path, v6.VulnerabilityDBFileName)
+			ref = filepath.Join(dbDir, v6.VulnerabilityDBFileName)
 		}
 		work, err := os.MkdirTemp(opts.WorkDir, "petra-oci-vulndb-")
 		if err != nil {
@@ -154,6 +156,25 @@ func LoadDBWithOptions(ctx context.Context, opts DBOptions) (*DB, DBInfo, error)
 	d.provider = v6.NewVulnerabilityProvider(rdr)
 	d.info = info
 	return d, info, nil
+}
+
+// dbDirectory returns the folder of dir that holds vulnerability.db: dir itself (an
+// installed database directory, e.g. ~/.cache/grype/db/6), or dir/6 when dir is a grype
+// cache root, what GRYPE_DB_CACHE_DIR points at (grype keeps schema v6 under "6").
+func dbDirectory(dir string) (string, error) {
+	for _, d := range []string{dir, v6inst.Config{DBRootDir: dir}.DBDirectoryPath()} {
+		fi, err := os.Lstat(filepath.Join(d, v6.VulnerabilityDBFileName))
+		switch {
+		case err == nil && fi.Mode().IsRegular():
+			return d, nil
+		case err == nil:
+			return "", fmt.Errorf("%w: %s is not a regular file", ErrDBInvalid, filepath.Join(d, v6.VulnerabilityDBFileName))
+		case !errors.Is(err, fs.ErrNotExist):
+			return "", fmt.Errorf("%w: %v", ErrDBInvalid, err)
+		}
+	}
+	return "", fmt.Errorf("%w: %s holds no %s (nor does %s, the grype cache layout)", ErrDBInvalid, dir,
+		v6.VulnerabilityDBFileName, v6inst.Config{DBRootDir: dir}.DBDirectoryPath())
 }
 
 // checkDB reads the database's description and, when import.json is there, checks the

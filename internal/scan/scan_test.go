@@ -447,3 +447,52 @@ func TestGrypeCLIParity(t *testing.T) {
 func TestGrypeModuleVersion(t *testing.T) {
 	registrytest.CheckPinned(t, "github.com/anchore/grype", scan.GrypeModuleVersion, "GRYPE_VERSION")
 }
+
+// TestLoadDBGrypeCacheDir: the directory GRYPE_DB_CACHE_DIR points at (DIR/6/
+// vulnerability.db beside DIR/6/import.json, grype's own cache layout) is used in place,
+// its checksum checked like an installed database directory's.
+func TestLoadDBGrypeCacheDir(t *testing.T) {
+	s := setup(t)
+	ctx := context.Background()
+	work := t.TempDir()
+	db, info, err := scan.LoadDBWithOptions(ctx, scan.DBOptions{Path: s.db.Root, WorkDir: work})
+	if err != nil {
+		t.Fatalf("LoadDB(grype cache dir %s): %v", s.db.Root, err)
+	}
+	defer db.Close()
+	if !info.Built.Equal(s.db.Built) || info.Source != s.db.Root || info.Checksum == "" {
+		t.Errorf("LoadDB(%s) info = %+v, want the build date, the source and the import.json checksum", s.db.Root, info)
+	}
+	if left, _ := os.ReadDir(work); len(left) != 0 {
+		t.Errorf("LoadDB(%s) imported a copy (%d entries in the work dir): want it used in place", s.db.Root, len(left))
+	}
+	rep, err := scan.Scan(ctx, db, s.sbom, scan.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if find(rep.Matches, scantest.XZBackdoor, "xz") == nil {
+		t.Errorf("scan against the cache-dir database: %s not found", scantest.XZBackdoor)
+	}
+	// the checksum is checked in this layout too
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "6"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(s.db.Dir, "vulnerability.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "6", "vulnerability.db"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "6", "import.json"), []byte(`{"digest":"xxh64:0123456789abcdef","source":"x","client_version":"x"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := scan.LoadDB(ctx, root, 0); !errors.Is(err, scan.ErrDBInvalid) || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("cache dir with a wrong checksum: err = %v, want ErrDBInvalid about the checksum", err)
+	}
+	// an empty directory still says what it lacks
+	if _, _, err := scan.LoadDB(ctx, t.TempDir(), 0); !errors.Is(err, scan.ErrDBInvalid) || !strings.Contains(err.Error(), "holds no vulnerability.db") {
+		t.Errorf("empty dir: err = %v", err)
+	}
+}

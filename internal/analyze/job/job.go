@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -37,12 +38,17 @@ type Config struct {
 	Exceptions []scanreport.Exception `json:"exceptions,omitempty"`
 	VEX        [][]byte               `json:"vex,omitempty"`
 	Now        time.Time              `json:"now"`
+	// Parallelism bounds the images the analyzer works on at once; 0: one per CPU.
+	Parallelism int `json:"parallelism,omitempty"`
 }
 
 // Request is one image to analyze, once it is in the bundle (Config.Dir). It is the
 // one analysis request: pack builds it (pack.Options.Analyze), the client sends it,
 // and internal/analyze reads it on the other side.
 type Request struct {
+	// ID matches the Response to its Request: requests are answered as they finish,
+	// not in order. The client sets it.
+	ID         uint64             `json:"id,omitempty"`
 	Repository string             `json:"repository"`
 	Tag        string             `json:"tag,omitempty"`
 	Root       ocispec.Descriptor `json:"root"`
@@ -57,6 +63,8 @@ type Request struct {
 
 // Response answers a Request.
 type Response struct {
+	// ID is the Request's.
+	ID          uint64                 `json:"id,omitempty"`
 	Attachments []referrers.Attachment `json:"attachments,omitempty"`
 	Error       string                 `json:"error,omitempty"`
 	// Threshold is set when Error wraps scanreport.ErrThreshold; the client wraps it
@@ -79,14 +87,21 @@ func Find() (string, error) {
 	return p, nil
 }
 
-// Client talks to one analyzer process; calls are serialised.
+// Client talks to one analyzer process. Analyze may be called from many goroutines:
+// requests are sent as they come and the analyzer works on several at once
+// (Config.Parallelism), answering each as it finishes.
 type Client struct {
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-	enc  *json.Encoder
-	dec  *json.Decoder
-	done bool
+	cmd *exec.Cmd
+	in  io.WriteCloser
+
+	wmu sync.Mutex // one request written at a time
+	enc *json.Encoder
+
+	mu      sync.Mutex
+	next    uint64
+	pending map[uint64]chan Response
+	err     error // set once the answers stopped: every later call fails with it
+	done    bool
 }
 
 // Start runs bin and sends cfg. The child's stderr (its logs) goes to stderr.
@@ -104,13 +119,14 @@ func Start(ctx context.Context, bin string, cfg Config, stderr io.Writer) (*Clie
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	c := &Client{cmd: cmd, in: in, enc: json.NewEncoder(in), dec: json.NewDecoder(out)}
+	c := &Client{cmd: cmd, in: in, enc: json.NewEncoder(in), pending: map[uint64]chan Response{}}
+	dec := json.NewDecoder(out)
 	if err := c.enc.Encode(cfg); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("configuring %s: %w", bin, err)
 	}
 	var ready Response
-	if err := c.dec.Decode(&ready); err != nil {
+	if err := dec.Decode(&ready); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%s did not start: %w", bin, err)
 	}
@@ -118,18 +134,68 @@ func Start(ctx context.Context, bin string, cfg Config, stderr io.Writer) (*Clie
 		c.Close()
 		return nil, fmt.Errorf("%s: %s", bin, ready.Error)
 	}
+	go c.read(dec)
 	return c, nil
+}
+
+// read hands every answer to the call waiting for it.
+func (c *Client) read(dec *json.Decoder) {
+	for {
+		var resp Response
+		err := dec.Decode(&resp)
+		c.mu.Lock()
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			c.err = fmt.Errorf("the analyzer stopped answering: %w", err)
+			for id, ch := range c.pending {
+				delete(c.pending, id)
+				close(ch)
+			}
+			c.mu.Unlock()
+			return
+		}
+		ch, ok := c.pending[resp.ID]
+		delete(c.pending, resp.ID)
+		c.mu.Unlock()
+		if ok {
+			ch <- resp
+		}
+	}
 }
 
 // Analyze sends one image and returns what to attach.
 func (c *Client) Analyze(req Request) ([]referrers.Attachment, error) {
+	ch := make(chan Response, 1)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.enc.Encode(req); err != nil {
+	if c.err != nil || c.done {
+		err := c.err
+		c.mu.Unlock()
+		if err == nil {
+			err = errors.New("the analyzer is closed")
+		}
+		return nil, fmt.Errorf("analyzing %s: %w", req.Repository, err)
+	}
+	c.next++
+	req.ID = c.next
+	c.pending[req.ID] = ch
+	c.mu.Unlock()
+
+	c.wmu.Lock()
+	err := c.enc.Encode(req)
+	c.wmu.Unlock()
+	if err != nil {
+		c.mu.Lock()
+		delete(c.pending, req.ID)
+		c.mu.Unlock()
 		return nil, fmt.Errorf("sending %s to the analyzer: %w", req.Repository, err)
 	}
-	var resp Response
-	if err := c.dec.Decode(&resp); err != nil {
+	resp, ok := <-ch
+	if !ok {
+		c.mu.Lock()
+		err := c.err
+		c.mu.Unlock()
 		return nil, fmt.Errorf("analyzer answer for %s: %w", req.Repository, err)
 	}
 	switch {
@@ -141,14 +207,57 @@ func (c *Client) Analyze(req Request) ([]referrers.Attachment, error) {
 	return resp.Attachments, nil
 }
 
-// Close ends the analyzer process.
+// Close ends the analyzer process once the calls in flight are answered.
 func (c *Client) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.done {
+		c.mu.Unlock()
 		return nil
 	}
 	c.done = true
+	c.mu.Unlock()
+	c.wmu.Lock()
 	c.in.Close()
-	return c.cmd.Wait()
+	c.wmu.Unlock()
+	err := c.cmd.Wait()
+	return err
+}
+
+// Handler answers one request (the analyzer's side).
+type Handler func(ctx context.Context, req Request) Response
+
+// Serve is the analyzer's side of the protocol after the Config and the ready answer:
+// it reads requests from dec until the client closes its end, runs up to parallelism
+// (0: one per CPU) of them at once with h, and writes each answer, with the request's
+// ID, as it finishes. It returns once every request is answered.
+func Serve(ctx context.Context, dec *json.Decoder, enc *json.Encoder, parallelism int, h Handler) error {
+	if parallelism <= 0 {
+		parallelism = runtime.NumCPU()
+	}
+	sem := make(chan struct{}, parallelism)
+	var (
+		wg   sync.WaitGroup
+		wmu  sync.Mutex
+		werr error
+	)
+	for {
+		var req Request
+		if err := dec.Decode(&req); err != nil {
+			break // the parent closed stdin: done
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			resp := h(ctx, req)
+			resp.ID = req.ID
+			wmu.Lock()
+			defer wmu.Unlock()
+			if err := enc.Encode(resp); err != nil && werr == nil {
+				werr = err
+			}
+		}()
+	}
+	wg.Wait()
+	return werr
 }

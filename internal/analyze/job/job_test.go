@@ -8,8 +8,10 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/petra-oci/petra-oci/internal/scan/scanreport"
+	"github.com/petra-oci/petra-oci/referrers"
 )
 
 // childEnv makes the test binary act as the analyzer process: it speaks the protocol
@@ -39,22 +41,61 @@ func child() error {
 	if err := enc.Encode(Response{}); err != nil {
 		return err
 	}
-	for {
-		var req Request
-		if err := dec.Decode(&req); err != nil {
-			return nil
-		}
-		var resp Response
+	// "slow" waits until a later "fast" request is answered: only an analyzer that
+	// works on several requests at once, answering each as it finishes, gets past it
+	fastDone := make(chan struct{})
+	return Serve(context.Background(), dec, enc, cfg.Parallelism, func(_ context.Context, req Request) Response {
 		switch req.Repository {
 		case "over":
 			err := fmt.Errorf("%w: over:1: CVE-2024-3094", scanreport.ErrThreshold)
-			resp = Response{Error: err.Error(), Threshold: errors.Is(err, scanreport.ErrThreshold)}
+			return Response{Error: err.Error(), Threshold: errors.Is(err, scanreport.ErrThreshold)}
 		case "broken":
-			resp = Response{Error: "syft: cannot read layer"}
+			return Response{Error: "syft: cannot read layer"}
+		case "slow":
+			<-fastDone
+			return Response{Attachments: []referrers.Attachment{{Tag: "slow"}}}
+		case "fast":
+			defer close(fastDone)
+			return Response{Attachments: []referrers.Attachment{{Tag: "fast"}}}
 		}
-		if err := enc.Encode(resp); err != nil {
-			return err
+		return Response{}
+	})
+}
+
+// TestConcurrentRequests: requests in flight at once are worked on in parallel and
+// each answer reaches its own caller, whatever the order they finish in.
+func TestConcurrentRequests(t *testing.T) {
+	t.Setenv(childEnv, "1")
+	c, err := Start(context.Background(), os.Args[0], Config{Dir: t.TempDir(), Parallelism: 2}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	type answer struct {
+		tag string
+		err error
+	}
+	slow := make(chan answer, 1)
+	go func() {
+		atts, err := c.Analyze(Request{Repository: "slow"})
+		a := answer{err: err}
+		if len(atts) == 1 {
+			a.tag = atts[0].Tag
 		}
+		slow <- a
+	}()
+	time.Sleep(50 * time.Millisecond) // "slow" first
+	atts, err := c.Analyze(Request{Repository: "fast"})
+	if err != nil || len(atts) != 1 || atts[0].Tag != "fast" {
+		t.Fatalf("fast: %v %v", atts, err)
+	}
+	select {
+	case a := <-slow:
+		if a.err != nil || a.tag != "slow" {
+			t.Errorf("slow: got %q, %v; want its own answer", a.tag, a.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("slow never answered")
 	}
 }
 
