@@ -20,6 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 N=${BENCH_IMAGES:-20}
 BASE_MB=${BENCH_BASE_MB:-40}
@@ -56,28 +58,9 @@ trap 'exit 130' INT TERM
 rm -rf "$WORK"
 mkdir -p "$WORK"/{gen,logs,pull}
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-	local p
-	while :; do p=$((20000 + RANDOM % 40000)); port_busy "$p" || { echo "$p"; return; }; done
-}
-
 # start_registry PORT: distribution on the bench storage; sets REG_PID.
 start_registry() {
-	cat >"$WORK/registry.yml" <<-EOF
-		version: 0.1
-		log:
-		  level: error
-		  accesslog:
-		    disabled: true
-		storage:
-		  filesystem:
-		    rootdirectory: $WORK/registry
-		  cache:
-		    blobdescriptor: inmemory
-		http:
-		  addr: 127.0.0.1:$1
-	EOF
+	distribution_config "$WORK/registry.yml" "$WORK/registry" "127.0.0.1:$1"
 	OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true "$REGISTRY" serve "$WORK/registry.yml" >>"$WORK/logs/registry.log" 2>&1 &
 	REG_PID=$!
 	PIDS+=("$REG_PID")

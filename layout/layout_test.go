@@ -189,3 +189,36 @@ func TestWriteFileStaysInPetra(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Push hashes a reader that oci.NewVerifiedReader made for the same descriptor only
+// once; it still refuses the content when that reader's content is wrong, and hashes
+// itself a verified reader made for another descriptor.
+func TestPushVerifiedReaderStillRefusesWrongContent(t *testing.T) {
+	ctx := context.Background()
+	l, err := Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := oci.DescriptorFor("application/octet-stream", []byte("expected"))
+	// same descriptor, wrong bytes of the right size
+	bad := oci.NewVerifiedReader(io.NopCloser(strings.NewReader("tampered")), want)
+	if err := l.Push(ctx, want, bad); !errors.Is(err, oci.ErrDigestMismatch) {
+		t.Fatalf("err = %v, want digest mismatch", err)
+	}
+	// a reader verified for other content pushed under want's name
+	other := oci.DescriptorFor("application/octet-stream", []byte("tampered"))
+	wrong := oci.NewVerifiedReader(io.NopCloser(strings.NewReader("tampered")), other)
+	if err := l.Push(ctx, want, wrong); !errors.Is(err, oci.ErrDigestMismatch) {
+		t.Fatalf("err = %v, want digest mismatch", err)
+	}
+	if ok, _ := l.Exists(ctx, want); ok {
+		t.Fatal("a blob that failed verification is in the layout")
+	}
+	good := oci.NewVerifiedReader(io.NopCloser(strings.NewReader("expected")), want)
+	if err := l.Push(ctx, want, good); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := l.Exists(ctx, want); err != nil || !ok {
+		t.Fatalf("Exists = %v, %v", ok, err)
+	}
+}

@@ -111,6 +111,15 @@ func (v *verifiedReader) finish() error {
 
 func (v *verifiedReader) Close() error { return v.rc.Close() }
 
+// Verifies reports whether r is a reader from NewVerifiedReader for desc's digest and
+// size that nothing has read from yet: reading it to io.EOF proves the content is
+// desc's, so a writer handed r need not hash the content a second time.
+func Verifies(r io.Reader, desc ocispec.Descriptor) bool {
+	v, ok := r.(*verifiedReader)
+	return ok && v.verifier != nil && v.err == nil && v.n == 0 &&
+		v.desc.Digest == desc.Digest && v.desc.Size == desc.Size
+}
+
 // ReadAllVerified reads the content desc describes from rc, refusing it before any
 // allocation when desc.Size exceeds max, and verifying size and digest. It closes rc.
 func ReadAllVerified(rc io.ReadCloser, desc ocispec.Descriptor, max int64) ([]byte, error) {

@@ -84,3 +84,28 @@ func TestTags(t *testing.T) {
 		t.Fatalf("ParsePlatform(linux) err = %v", err)
 	}
 }
+
+func TestVerifies(t *testing.T) {
+	desc := DescriptorFor("application/octet-stream", []byte("content"))
+	other := DescriptorFor("application/octet-stream", []byte("other"))
+	fresh := func() io.ReadCloser { return NewVerifiedReader(io.NopCloser(strings.NewReader("content")), desc) }
+	if !Verifies(fresh(), desc) {
+		t.Fatal("a fresh verified reader for desc does not verify desc")
+	}
+	if Verifies(fresh(), other) {
+		t.Fatal("a verified reader for desc verifies another descriptor")
+	}
+	if Verifies(strings.NewReader("content"), desc) {
+		t.Fatal("a plain reader verifies desc")
+	}
+	r := fresh()
+	if _, err := r.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if Verifies(r, desc) {
+		t.Fatal("a verified reader already read from still counts as verifying desc whole")
+	}
+	if Verifies(NewVerifiedReader(io.NopCloser(strings.NewReader("x")), ocispec.Descriptor{Digest: "bad", Size: 1}), desc) {
+		t.Fatal("a reader for an invalid descriptor verifies")
+	}
+}

@@ -57,6 +57,10 @@ func NewClient(opts Options) (*Client, error) {
 		return nil, err
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	// keep a connection per transfer in flight (pack and unpack run several blob
+	// transfers per registry at once; net/http's default keeps 2 idle per host, so the
+	// rest were closed and dialled again, with a TLS handshake each time)
+	transport.MaxIdleConnsPerHost = 32
 	if opts.CAFile != "" || opts.InsecureSkipTLSVerify {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.InsecureSkipTLSVerify} //nolint:gosec // only when asked
 		if opts.CAFile != "" {

@@ -17,7 +17,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
@@ -217,7 +216,7 @@ func loadKeyFile(path string, password func() ([]byte, error)) (Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing: password for %s: %w", path, err)
 	}
-	der, err := encrypted.Decrypt(block.Bytes, pw)
+	der, err := decryptKeyFile(block.Bytes, pw)
 	clear(pw)
 	if err != nil {
 		return nil, fmt.Errorf("signing: %s: %w: %w", path, ErrKeyDecrypt, err)

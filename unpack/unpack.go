@@ -28,6 +28,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 	orasremote "oras.land/oras-go/v2/registry/remote"
@@ -54,6 +55,11 @@ type Options struct {
 	Client *remote.Client
 	// Concurrency bounds blob transfers in flight per repository.
 	Concurrency int
+	// RepositoryConcurrency bounds the repositories whose content is pushed at once;
+	// <= 0 means 2. A blob shared by repositories is uploaded once and mounted into the
+	// others (a repository waits for another's upload of it to end). Tags move only
+	// once every repository's content is in.
+	RepositoryConcurrency int
 	// Log receives progress.
 	Log *slog.Logger
 	// Verify says how the whole bundle is verified before anything is pushed: the
@@ -352,21 +358,45 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		opts.Log.Info("delta: every expected blob is at the destination", "expected", n, "receipt", delta.Receipt)
 	}
 
-	// 1. content, by digest, into every repository
-	mounts := &mountIndex{where: map[digest.Digest][]string{}}
+	// 1. content, by digest, into every repository, RepositoryConcurrency at once
+	mounts := &mountIndex{where: map[digest.Digest][]string{}, claims: map[digest.Digest]*mountClaim{}}
 	pushed := make([]*pushedRepo, len(plans))
+	errs := make([]error, len(plans))
+	limit := opts.RepositoryConcurrency
+	if limit <= 0 {
+		limit = 2
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(limit)
 	for i, p := range plans {
-		repo, err := opts.Client.Repository(p.ref)
-		if err != nil {
-			return res, err
+		if ectx.Err() != nil {
+			break // a repository failed: the rest are not started
 		}
-		pr, err := pushContent(ctx, opts, store, repo, mounts, p.r)
-		addStats(&res.Stats, pr.stats)
-		res.Repositories = append(res.Repositories, Repository{Name: p.ref.Registry + "/" + p.ref.Repository, ReferrersAPI: pr.api})
-		if err != nil {
-			return res, fmt.Errorf("unpacking %s to %s/%s (no tag was moved): %w", p.r.Name, p.ref.Registry, p.ref.Repository, err)
+		eg.Go(func() error {
+			repo, err := opts.Client.Repository(p.ref)
+			if err != nil {
+				errs[i] = err
+				return err
+			}
+			name := repo.Reference.Repository
+			pr, err := pushContent(ectx, opts, store, repo, mounts, p.r)
+			mounts.release(name)
+			pushed[i] = pr
+			if err != nil {
+				errs[i] = fmt.Errorf("unpacking %s to %s/%s (no tag was moved): %w", p.r.Name, p.ref.Registry, p.ref.Repository, err)
+			}
+			return errs[i]
+		})
+	}
+	_ = eg.Wait()
+	for i, p := range plans {
+		if pr := pushed[i]; pr != nil {
+			addStats(&res.Stats, pr.stats)
+			res.Repositories = append(res.Repositories, Repository{Name: p.ref.Registry + "/" + p.ref.Repository, ReferrersAPI: pr.api})
 		}
-		pushed[i] = pr
+	}
+	if err := firstCause(ctx, errs); err != nil {
+		return res, err
 	}
 	// 1b. the import records, by digest; a record in an .att moves that tag
 	extraTags := make([]map[string]taggedManifest, len(plans))
@@ -420,14 +450,47 @@ func addStats(a *graphcopy.Stats, b graphcopy.Stats) {
 	a.BytesCopied += b.BytesCopied
 }
 
-type mountIndex struct {
-	mu    sync.Mutex
-	where map[digest.Digest][]string
+// firstCause returns the error that stopped the repositories pushed in parallel, in
+// plan order: not one a repository saw only because the others were cancelled
+// (while ctx itself still runs); nil when none failed.
+func firstCause(ctx context.Context, errs []error) error {
+	var first error
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil || !errors.Is(err, context.Canceled) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
+// mountIndex knows which destination repositories hold which blobs, and which
+// repository is uploading a blob right now (its claim), so that repositories pushed
+// in parallel upload a shared blob once and mount it into the others.
+type mountIndex struct {
+	mu     sync.Mutex
+	where  map[digest.Digest][]string
+	claims map[digest.Digest]*mountClaim
+}
+
+type mountClaim struct {
+	repo string
+	done chan struct{}
+}
+
+// add records that repo holds d, ending repo's claim on d.
 func (m *mountIndex) add(d digest.Digest, repo string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if c := m.claims[d]; c != nil && c.repo == repo {
+		close(c.done)
+		delete(m.claims, d)
+	}
 	for _, r := range m.where[d] {
 		if r == repo {
 			return
@@ -436,19 +499,58 @@ func (m *mountIndex) add(d digest.Digest, repo string) {
 	m.where[d] = append(m.where[d], repo)
 }
 
-func (m *mountIndex) from(d digest.Digest, except string) []string {
+// release ends every claim of repo (its content push is over, whether or not each
+// claimed upload succeeded): a repository waiting for one looks again, and uploads
+// the blob itself when no repository holds it.
+func (m *mountIndex) release(repo string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []string
-	for _, r := range m.where[d] {
-		if r != except {
-			out = append(out, r)
+	for d, c := range m.claims {
+		if c.repo == repo {
+			close(c.done)
+			delete(m.claims, d)
 		}
 	}
-	if len(out) > 2 {
-		out = out[:2]
+}
+
+// from returns up to two repositories other than repo that hold d. When none does and
+// another repository is uploading d, it waits for that upload to end (or ctx) and
+// looks again; when none does and none uploads it, repo claims the upload and from
+// returns nothing. The claimant itself never waits, so waits cannot form a cycle.
+func (m *mountIndex) from(ctx context.Context, d digest.Digest, repo string) []string {
+	m.mu.Lock()
+	for {
+		var out []string
+		for _, r := range m.where[d] {
+			if r != repo {
+				out = append(out, r)
+			}
+		}
+		if len(out) > 0 {
+			m.mu.Unlock()
+			if len(out) > 2 {
+				out = out[:2]
+			}
+			return out
+		}
+		c := m.claims[d]
+		if c == nil {
+			m.claims[d] = &mountClaim{repo: repo, done: make(chan struct{})}
+			m.mu.Unlock()
+			return nil
+		}
+		if c.repo == repo {
+			m.mu.Unlock()
+			return nil
+		}
+		m.mu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil
+		}
+		m.mu.Lock()
 	}
-	return out
 }
 
 type pushedRepo struct {
@@ -465,7 +567,7 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 	name := repo.Reference.Repository
 	copyOpts := graphcopy.Options{
 		Concurrency: opts.Concurrency,
-		MountFrom:   func(d ocispec.Descriptor) []string { return mounts.from(d.Digest, name) },
+		MountFrom:   func(d ocispec.Descriptor) []string { return mounts.from(ctx, d.Digest, name) },
 		// each blob is opened again from the bundle and its upload restarted on a
 		// transient failure; each manifest pushed again
 		Retry: opts.Client.Retry,

@@ -113,7 +113,7 @@ func openAudit(c *cli.Context, name string, ev audit.Event) (*auditRecord, error
 	}
 	opts := audit.Options{Path: path, Operator: os.Getenv("PETRA_AUDIT_OPERATOR"), Tool: "petra-oci/" + version}
 	if ref := c.String("audit-key"); ref != "" {
-		if opts.Signer, err = signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv); err != nil {
+		if opts.Signer, err = loadSignerRef(c.Context, ref); err != nil {
 			return nil, fmt.Errorf("--audit-key: %w", err)
 		}
 	}
@@ -144,7 +144,7 @@ func (rec *auditRecord) appender(c *cli.Context) *audit.Log {
 		return rec.signed
 	}
 	opts := rec.opts
-	s, err := signing.LoadSigner(context.WithoutCancel(c.Context), c.String(flag), signing.PasswordFromEnv)
+	s, err := loadSignerRef(context.WithoutCancel(c.Context), c.String(flag))
 	if err != nil {
 		logger(c).Warn("audit: the entry is not signed: --"+flag+" does not load", "err", err)
 		return rec.signed
@@ -354,7 +354,7 @@ anything is wrong. A log without a checkpoint verifies its chain and says it is 
 					if err := required(c, "key"); err != nil {
 						return err
 					}
-					s, err := signing.LoadSigner(c.Context, c.String("key"), signing.PasswordFromEnv)
+					s, err := loadSignerRef(c.Context, c.String("key"))
 					if err != nil {
 						return err
 					}
@@ -396,7 +396,7 @@ the hash of the segment's last line, so 'audit verify SEGMENT LOG' reads one tra
 					}
 					var s signing.Signer
 					if ref := c.String("audit-key"); ref != "" {
-						if s, err = signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv); err != nil {
+						if s, err = loadSignerRef(c.Context, ref); err != nil {
 							return fmt.Errorf("--audit-key: %w", err)
 						}
 					}

@@ -35,7 +35,9 @@ func main() {
 		os.Exit(exitInterrupted)
 	}()
 	app := newApp(os.Stdout, os.Stderr)
+	stopProfiles := startProfiles()
 	err := app.RunContext(ctx, interspersed(app, os.Args))
+	stopProfiles()
 	if ctx.Err() != nil {
 		// nothing half-done is left looking complete: tags move last, layouts write
 		// through temporary files

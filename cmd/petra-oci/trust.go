@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -23,7 +26,37 @@ func loadSigner(c *cli.Context) (signing.Signer, error) {
 	if ref == "" {
 		return nil, nil
 	}
-	return signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv)
+	return loadSignerRef(c.Context, ref)
+}
+
+// signers holds the keys this process has loaded, by reference: a command that signs
+// with a key and checkpoints its audit entry with the same key (pack's and sign's
+// --key, unpack's --attest-key) decrypts it once.
+var signers struct {
+	sync.Mutex
+	byRef map[string]signing.Signer
+}
+
+// loadSignerRef loads the private key ref (signing.LoadSigner, password from
+// $COSIGN_PASSWORD) once per process. A cosign key file's scrypt KDF (cosign's N=65536,
+// r=8: 64 MiB) is garbage once the key is decrypted; it is returned to the system
+// right away, so it is not held while the command moves blobs.
+func loadSignerRef(ctx context.Context, ref string) (signing.Signer, error) {
+	signers.Lock()
+	defer signers.Unlock()
+	if s, ok := signers.byRef[ref]; ok {
+		return s, nil
+	}
+	s, err := signing.LoadSigner(ctx, ref, signing.PasswordFromEnv)
+	debug.FreeOSMemory()
+	if err != nil {
+		return nil, err
+	}
+	if signers.byRef == nil {
+		signers.byRef = map[string]signing.Signer{}
+	}
+	signers.byRef[ref] = s
+	return s, nil
 }
 
 // verifyFlags are the flags of commands that verify a signature: cosign's vocabulary.

@@ -135,7 +135,7 @@ docs/evidence.md). Check it with:
 					return err
 				}
 				if ref := c.String("attest-key"); ref != "" {
-					if opts.AttestSigner, err = signing.LoadSigner(c.Context, ref, signing.PasswordFromEnv); err != nil {
+					if opts.AttestSigner, err = loadSignerRef(c.Context, ref); err != nil {
 						return fmt.Errorf("--attest-key: %w", err)
 					}
 				}
