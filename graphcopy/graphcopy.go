@@ -229,20 +229,33 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 }
 
 // copyBlob copies one blob once per Copier; concurrent callers for the same digest
-// wait for the first.
+// wait for the first. A caller whose wait ends in the other caller's failure (its
+// context cancelled, its retries spent, its source broken) does not inherit that
+// failure: it transfers the blob itself, under its own context and retry bounds.
 func (c *Copier) copyBlob(ctx context.Context, src Source, desc ocispec.Descriptor) error {
 	if err := oci.ValidateDescriptor(desc); err != nil {
 		return err
 	}
 	c.mu.Lock()
-	if cl, ok := c.inflight[desc.Digest]; ok {
+	for {
+		cl, ok := c.inflight[desc.Digest]
+		if !ok {
+			break
+		}
 		c.mu.Unlock()
 		select {
 		case <-cl.done:
-			return cl.err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if cl.err == nil {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// the other transfer failed (and left the map): try it ourselves
+		c.mu.Lock()
 	}
 	cl := &call{done: make(chan struct{})}
 	c.inflight[desc.Digest] = cl
