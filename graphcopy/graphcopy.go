@@ -79,10 +79,13 @@ type Node struct {
 	Position int
 }
 
-// Stats count what a Copier did.
+// Stats count what a Copier did (the "stats" of pack's and unpack's --output json).
 type Stats struct {
-	BlobsCopied, BlobsExisted, BlobsMounted, Manifests int64
-	BytesCopied                                        int64
+	BlobsCopied  int64 `json:"blobsCopied"`
+	BlobsExisted int64 `json:"blobsExisted"`
+	BlobsMounted int64 `json:"blobsMounted"`
+	Manifests    int64 `json:"manifests"`
+	BytesCopied  int64 `json:"bytesCopied"`
 }
 
 // Copier copies graphs into one target.
