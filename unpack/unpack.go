@@ -4,8 +4,9 @@
 // their repository (referrers.Graph). It pushes all content by digest first, per
 // destination repository: blobs, child manifests, indexes (children before parents),
 // then attached manifests, subjects first. Then it records the bundle and the tags it
-// is about to set in the replay state, and only then moves tags: cosign tags, and the
-// image tags last, so no tag ever points at content that is not all there. Blobs the
+// is about to set in the replay state, and only then moves tags: the referrers tag
+// schema indexes (registries without the referrers API), cosign tags, and the image
+// tags last, so no tag ever points at content that is not all there. Blobs the
 // registry already has are skipped; blobs pushed to another repository of the same
 // registry are mounted instead of uploaded again. With RequireEvidence, the pack-side
 // verification summary of every image and child is checked before the first push;
@@ -361,9 +362,10 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 			return res, fmt.Errorf("recording bundle %s sequence %d and its tags (no tag was moved): %w", current.ID, current.Sequence, err)
 		}
 	}
-	// 3. tags: cosign tags, then the image tags last
+	// 3. tags: the referrers tag schema indexes (registries without the referrers
+	// API), cosign tags, then the image tags last
 	for i, p := range plans {
-		mapped, err := pushTags(ctx, opts, store, pushed[i].repo, p.r, extraTags[i])
+		mapped, err := pushTags(ctx, opts, store, pushed[i], p.r, extraTags[i])
 		res.Images = append(res.Images, mapped...)
 		if err != nil {
 			return res, fmt.Errorf("tagging in %s/%s: %w", p.ref.Registry, p.ref.Repository, err)
@@ -420,6 +422,20 @@ type pushedRepo struct {
 	repo  *orasremote.Repository
 	api   bool
 	stats graphcopy.Stats
+	// referrers pushed besides the bundle's (import records), per subject, in the
+	// order added: listed in the referrers tag schema indexes with the bundle's
+	extraSubjects []digest.Digest
+	extra         map[digest.Digest][]ocispec.Descriptor
+}
+
+func (pr *pushedRepo) addReferrer(subject digest.Digest, d ocispec.Descriptor) {
+	if pr.extra == nil {
+		pr.extra = map[digest.Digest][]ocispec.Descriptor{}
+	}
+	if _, ok := pr.extra[subject]; !ok {
+		pr.extraSubjects = append(pr.extraSubjects, subject)
+	}
+	pr.extra[subject] = append(pr.extra[subject], d)
 }
 
 // pushContent pushes one repository's graph by digest: each image's blobs, child
@@ -494,11 +510,6 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 		}
 	}
 	pr.stats = sumStats(copier, attCopier)
-	if !pr.api {
-		if err := writeReferrersIndexes(ctx, opts.Client, repo, r); err != nil {
-			return pr, err
-		}
-	}
 	return pr, nil
 }
 
@@ -511,9 +522,10 @@ func sumStats(a, b *graphcopy.Copier) graphcopy.Stats {
 }
 
 // writeReferrersIndexes writes, for every subject of r with referrers, its referrers
-// tag schema index (tag sha256-<hex>): the referrers the registry already lists there
-// and the bundle's, once. A replaced index is left untagged (never deleted).
-func writeReferrersIndexes(ctx context.Context, client *remote.Client, repo *orasremote.Repository, r *referrers.Repo) error {
+// tag schema index (tag sha256-<hex>): the referrers the registry already lists there,
+// the bundle's and the import records' (pr.extra), once. A replaced index is left
+// untagged (never deleted).
+func writeReferrersIndexes(ctx context.Context, client *remote.Client, pr *pushedRepo, r *referrers.Repo) error {
 	bySubject := map[digest.Digest][]ocispec.Descriptor{}
 	var order []digest.Digest
 	for _, n := range r.Attachments {
@@ -526,8 +538,14 @@ func writeReferrersIndexes(ctx context.Context, client *remote.Client, repo *ora
 		}
 		bySubject[s] = append(bySubject[s], referrers.Descriptor(n.Descriptor(), n.Manifest))
 	}
+	for _, s := range pr.extraSubjects {
+		if _, ok := bySubject[s]; !ok {
+			order = append(order, s)
+		}
+		bySubject[s] = append(bySubject[s], pr.extra[s]...)
+	}
 	for _, s := range order {
-		if err := mergeReferrersIndex(ctx, client, repo, s, bySubject[s]); err != nil {
+		if err := mergeReferrersIndex(ctx, client, pr.repo, s, bySubject[s]); err != nil {
 			return err
 		}
 	}
@@ -616,12 +634,21 @@ func leftOut(img *referrers.Image) int {
 	return n
 }
 
-// pushTags moves one repository's tags: the cosign tags, subjects first, then the image
-// tags, so no image tag points at content whose signatures are not all there. A tag
-// of extra (an .att holding an import record) is set to that manifest instead of the
-// bundle's, or added with the cosign tags when the bundle has none.
-func pushTags(ctx context.Context, opts Options, store referrers.Store, repo *orasremote.Repository, r *referrers.Repo, extra map[string]taggedManifest) ([]Mapping, error) {
+// pushTags moves one repository's tags: on a registry without the referrers API the
+// referrers tag schema indexes (tag sha256-<hex>, merged with what the registry lists
+// there: they are tags too, so they move only once all content is pushed and the
+// bundle recorded), the cosign tags, subjects first, then the image tags, so no image
+// tag points at content whose signatures are not all there. A tag of extra (an .att
+// holding an import record) is set to that manifest instead of the bundle's, or added
+// with the cosign tags when the bundle has none.
+func pushTags(ctx context.Context, opts Options, store referrers.Store, pr *pushedRepo, r *referrers.Repo, extra map[string]taggedManifest) ([]Mapping, error) {
+	repo := pr.repo
 	dest := repo.Reference.Registry + "/" + repo.Reference.Repository
+	if !pr.api {
+		if err := writeReferrersIndexes(ctx, opts.Client, pr, r); err != nil {
+			return nil, err
+		}
+	}
 	done := map[string]bool{}
 	for _, n := range r.Attachments {
 		t := n.Entry.Tag
