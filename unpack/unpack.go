@@ -91,11 +91,99 @@ type Options struct {
 	AttestSigner signing.Signer
 	// Version of petra-oci, recorded in the import records' verifier id.
 	Version string
+	// AllowSparseIndex pushes an index whose children the bundle does not all carry
+	// (a platform filter left some out). Without it such a bundle is refused before
+	// anything is pushed (ErrSparseIndex): most registries (distribution and olareg
+	// by default) require every child of an index to exist and would refuse the index
+	// once the rest is pushed. Set it only for a registry that accepts sparse indexes
+	// (distribution with validation.manifests.indexes.platforms: none; olareg and
+	// go-containerregistry's registry have no such setting). The index pushed is the
+	// original one: its signature stays valid.
+	AllowSparseIndex bool
 	// Finish, when set, is called with the verified bundle before anything is pushed
 	// (its error refuses the bundle, with nothing pushed) and returns what to run
 	// once every tag has moved, while the bundle is still held open (unpack
 	// --emit-admission writes the admission resources so). Not with UnsafeSkipVerify.
 	Finish func(ctx context.Context, v *bundle.Verified) (func(context.Context) error, error)
+}
+
+// ErrSparseIndex: the bundle carries an index without some of its children (a
+// platform filter left them out), and Options.AllowSparseIndex is not set. Nothing
+// was pushed. The error is a *SparseIndexError naming each index and its left-out
+// children.
+var ErrSparseIndex = errors.New("index whose children the bundle does not all carry")
+
+// SparseIndex is an index of the bundle with children left out.
+type SparseIndex struct {
+	// Repository is the source repository; Index the index's digest.
+	Repository string
+	Index      digest.Digest
+	// Missing are the children the bundle does not carry, as the index lists them.
+	Missing []ocispec.Descriptor
+}
+
+// SparseIndexError lists every index of the bundle with children left out.
+type SparseIndexError struct{ Indexes []SparseIndex }
+
+func (e *SparseIndexError) Error() string {
+	var b strings.Builder
+	for i, x := range e.Indexes {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		var names []string
+		for _, m := range x.Missing {
+			n := m.Digest.String()
+			if m.Platform != nil {
+				n += " (" + platformString(m.Platform) + ")"
+			}
+			names = append(names, n)
+		}
+		fmt.Fprintf(&b, "index %s@%s lacks %d of its children in the bundle: %s", x.Repository, x.Index, len(x.Missing), strings.Join(names, ", "))
+	}
+	return fmt.Sprintf("%v: %s (nothing was pushed; a platform filter left them out, and a registry that requires every child of an index, as distribution and olareg do by default, would refuse the index once the rest is pushed: pack without --platform, or give --allow-sparse-index for a registry that accepts sparse indexes)", ErrSparseIndex, b.String())
+}
+
+func (e *SparseIndexError) Unwrap() error { return ErrSparseIndex }
+
+func platformString(p *ocispec.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// sparseIndexes lists the indexes of g's images (nested ones too) whose children the
+// bundle does not all carry.
+func sparseIndexes(g *referrers.Graph) []SparseIndex {
+	var out []SparseIndex
+	seen := map[string]bool{}
+	for _, r := range g.Repositories() {
+		for _, img := range r.Images {
+			for _, node := range img.Tree() {
+				d := node.Entry.Descriptor.Digest
+				if node.Manifest == nil || !oci.IsIndex(node.Entry.Descriptor.MediaType) || seen[r.Name+"@"+d.String()] {
+					continue
+				}
+				seen[r.Name+"@"+d.String()] = true
+				have := map[digest.Digest]bool{}
+				for _, c := range node.Children {
+					have[c.Entry.Descriptor.Digest] = true
+				}
+				var missing []ocispec.Descriptor
+				for _, c := range node.Manifest.Manifests {
+					if !have[c.Digest] {
+						missing = append(missing, c)
+					}
+				}
+				if len(missing) > 0 {
+					out = append(out, SparseIndex{Repository: r.Name, Index: d, Missing: missing})
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Mapping says where one image went.
@@ -288,6 +376,13 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 
+	// an index the registry would refuse halfway, refused before anything is pushed
+	if !opts.AllowSparseIndex {
+		if sparse := sparseIndexes(g); len(sparse) > 0 {
+			return res, &SparseIndexError{Indexes: sparse}
+		}
+	}
+
 	// the plan: every repository's destination and every tag that will move
 	type repoPlan struct {
 		r   *referrers.Repo
@@ -474,7 +569,7 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 		if _, err := copier.Copy(ctx, store, img.Root.Descriptor(), present); err != nil {
 			pr.stats = copier.Stats()
 			if n := leftOut(img); n > 0 {
-				err = fmt.Errorf("%w (the bundle leaves out %d children of index %s, by a platform filter: a registry that requires every child of an index to exist refuses it; distribution accepts it with validation.manifests.indexes.platforms: none)", err, n, img.Root.Entry.Descriptor.Digest)
+				err = fmt.Errorf("%w (the bundle leaves out %d children of index %s, by a platform filter, and --allow-sparse-index pushed it: a registry that requires every child of an index to exist refuses it; distribution accepts it with validation.manifests.indexes.platforms: none)", err, n, img.Root.Entry.Descriptor.Digest)
 			}
 			return pr, err
 		}

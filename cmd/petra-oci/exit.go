@@ -19,6 +19,7 @@ import (
 	"github.com/petra-oci/petra-oci/remote"
 	"github.com/petra-oci/petra-oci/replay"
 	"github.com/petra-oci/petra-oci/signing"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // Exit codes. Verification failures each have their own, so scripts at the air gap
@@ -41,6 +42,7 @@ const (
 	exitOrphan      = 26  // an entry the graph does not reach from an image of its repository
 	exitKind        = 27  // an entry whose content does not match its kind
 	exitName        = 28  // a repository or tag outside the grammar, or a destination outside --to
+	exitSparseIndex = 29  // unpack: an index whose children the bundle does not all carry (without --allow-sparse-index)
 	exitImage       = 30  // an image fails the policy (signatures, attestations)
 	exitTrust       = 31  // the bundle carries trust material other than the pinned one
 	exitSource      = 32  // a source outside the policy's allow-list
@@ -90,6 +92,7 @@ var exitCodes = []struct {
 	{replay.ErrState, exitReplayState},
 	{replay.ErrRollback, exitRollback},
 	{oci.ErrInvalidName, exitName},
+	{unpack.ErrSparseIndex, exitSparseIndex},
 	{referrers.ErrOrphan, exitOrphan},
 	{referrers.ErrKindMismatch, exitKind},
 	{layout.ErrUnsafeFile, exitUnsafeFile},
