@@ -552,7 +552,8 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 			}
 		},
 	}
-	copier := graphcopy.New(repo, copyOpts)
+	// blobs over the chunk threshold go in chunks, and a broken upload resumes
+	copier := graphcopy.New(opts.Client.Resumable(repo), copyOpts)
 	pr := &pushedRepo{repo: repo}
 	present := func(child ocispec.Descriptor) bool {
 		ok, err := store.Exists(ctx, child)
@@ -595,7 +596,7 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 		if err := arepo.SetReferrersCapability(true); err != nil {
 			return pr, err
 		}
-		attCopier = graphcopy.New(arepo, copyOpts)
+		attCopier = graphcopy.New(opts.Client.Resumable(arepo), copyOpts)
 	}
 	for _, n := range r.Attachments {
 		e := n.Entry

@@ -78,6 +78,11 @@ type FaultCounts struct {
 	Unavailable, TooMany, Dropped, TruncatedRequests, TruncatedResponses int
 	// Delayed counts the requests given latency.
 	Delayed int
+	// BodyBytes counts the request body bytes the proxy read from clients (forwarded
+	// or cut): what clients sent, resent bytes included.
+	BodyBytes int64
+	// UploadBodyBytes counts those of blob upload requests (BlobUpload).
+	UploadBodyBytes int64
 }
 
 // Injected is the number of faults injected (latency is not a fault).
@@ -208,6 +213,9 @@ func (p *FaultProxy) draw(r *http.Request) *rand.Rand {
 // ServeHTTP implements http.Handler.
 func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rnd := p.draw(r)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, p: p, upload: BlobUpload(r)}
+	}
 	if p.opts.Latency > 0 {
 		d := p.opts.Latency/2 + time.Duration(rnd.Int64N(int64(p.opts.Latency/2)+1))
 		p.count(func(c *FaultCounts) { c.Delayed++ })
@@ -258,6 +266,26 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		panic(fmt.Sprintf("registrytest: unknown fault %q", fault))
 	}
+}
+
+// countingBody counts what is read of a request body (FaultCounts.BodyBytes).
+type countingBody struct {
+	io.ReadCloser
+	p      *FaultProxy
+	upload bool
+}
+
+func (b *countingBody) Read(q []byte) (int, error) {
+	k, err := b.ReadCloser.Read(q)
+	if k > 0 {
+		b.p.count(func(c *FaultCounts) {
+			c.BodyBytes += int64(k)
+			if b.upload {
+				c.UploadBodyBytes += int64(k)
+			}
+		})
+	}
+	return k, err
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
