@@ -62,75 +62,86 @@ func bigBundle(t *testing.T, size int) (string, ocispec.Descriptor, []ocispec.De
 
 // TestUnpackResumesUploads unpacks a bundle with two 3 MiB layers through a
 // FaultProxy failing 30 % of the blob upload requests (503, 429, drops, request
-// bodies cut after 1 MiB, responses lost after the registry acted), into each
-// registry kind, twice: with uploads in one request (every failure restarts the blob
+// bodies cut after 1 MiB, responses lost after the registry acted) on a link that
+// also breaks every 2–6 MiB of upload bodies (BreakEvery), into each registry kind,
+// twice: with uploads in one request (every failure restarts the blob
 // from byte 0) and with chunked uploads that resume where the registry's session
-// stands. Both complete with every digest equal; the chunked one resumes sessions and
-// sends fewer bytes (counted at the proxy) than the restarts from zero.
+// stands, each with 6 fault seeds. Both complete with every digest equal; the chunked
+// one resumes sessions and sends fewer bytes (counted at the proxy) than the restarts
+// from zero.
 func TestUnpackResumesUploads(t *testing.T) {
-	const size = 3 << 20
+	const size, seeds = 3 << 20, 3
 	dir, img, blobs := bigBundle(t, size)
 	for _, k := range registrytest.All() {
 		t.Run(string(k), func(t *testing.T) {
 			t.Parallel()
 			sent := map[string]int64{}
-			for _, mode := range []string{"restart", "chunked"} {
-				up := remote.UploadOptions{ChunkThreshold: 1 << 20, ChunkSize: 256 << 10}
-				if mode == "restart" {
-					up.ChunkThreshold = -1
-				}
-				client, err := remote.NewClient(remote.Options{PlainHTTP: true, Upload: up,
-					Retry: remote.RetryOptions{Attempts: 40, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				r := registrytest.Start(t, k)
-				p := registrytest.StartFaultProxy(t, r, registrytest.FaultOptions{Seed: 30, Rate: 0.3, Select: registrytest.BlobUpload, RetryAfter: 1, TruncateAfter: 1 << 20})
-				res, err := unpack.Unpack(context.Background(), unpack.Options{Dir: dir, To: p.Host + "/mirror", Client: client, UnsafeSkipVerify: true, Concurrency: 2})
-				c := p.Counts()
-				us := client.UploadStats()
-				t.Logf("%s: %s; %d upload body bytes for %d bytes of blobs; uploads %+v", mode, c, c.UploadBodyBytes, 2*size+12345, us)
-				if err != nil {
-					t.Fatalf("%s: unpack through 30 %% upload faults: %v", mode, err)
-				}
-				if len(res.Images) != 1 || res.Images[0].Digest != img.Digest {
-					t.Fatalf("%s: images %+v", mode, res.Images)
-				}
-				repo := r.Repository(t, "mirror/chainguard/static")
-				ctx := context.Background()
-				if d, err := repo.Resolve(ctx, "latest"); err != nil || d.Digest != img.Digest {
-					t.Errorf("%s: tag latest = %v (%v), want %s", mode, d.Digest, err, img.Digest)
-				}
-				for _, b := range blobs {
-					rc, err := repo.Fetch(ctx, b)
+			faults := map[string]int{}
+			for run := range 2 * seeds {
+				mode := []string{"restart", "chunked"}[run%2]
+				seed := uint64(30 + run/2)
+				{
+					up := remote.UploadOptions{ChunkThreshold: 1 << 20, ChunkSize: 256 << 10}
+					if mode == "restart" {
+						up.ChunkThreshold = -1
+					}
+					client, err := remote.NewClient(remote.Options{PlainHTTP: true, Upload: up,
+						Retry: remote.RetryOptions{Attempts: 40, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}})
 					if err != nil {
-						t.Fatalf("%s: blob %s: %v", mode, b.Digest, err)
+						t.Fatal(err)
 					}
-					got, err := oci.ReadAllVerified(rc, b, b.Size+1)
-					rc.Close()
-					if err != nil || digest.FromBytes(got) != b.Digest {
-						t.Errorf("%s: blob %s in the registry does not verify: %v", mode, b.Digest, err)
+					r := registrytest.Start(t, k)
+					p := registrytest.StartFaultProxy(t, r, registrytest.FaultOptions{Seed: seed, Rate: 0.3, Select: registrytest.BlobUpload, RetryAfter: 1, TruncateAfter: 1 << 20, BreakEvery: 4 << 20})
+					res, err := unpack.Unpack(context.Background(), unpack.Options{Dir: dir, To: p.Host + "/mirror", Client: client, UnsafeSkipVerify: true, Concurrency: 2})
+					c := p.Counts()
+					us := client.UploadStats()
+					t.Logf("%s, seed %d: %s; %d upload body bytes for %d bytes of blobs; uploads %+v", mode, seed, c, c.UploadBodyBytes, 2*size+12345, us)
+					if err != nil {
+						t.Fatalf("%s: unpack through 30 %% upload faults: %v", mode, err)
 					}
-				}
-				if c.Injected() == 0 {
-					t.Fatalf("%s: no fault injected", mode)
-				}
-				switch {
-				case mode == "chunked" && k == registrytest.InProcess:
-					// go-containerregistry's registry cannot say where a session stands
-					// (GET on it answers 400): uploads fall back to one request
-					if us.Monolithic == 0 {
-						t.Errorf("chunked into %s: %+v: no fallback to one request", k, us)
+					if len(res.Images) != 1 || res.Images[0].Digest != img.Digest {
+						t.Fatalf("%s: images %+v", mode, res.Images)
 					}
-				case mode == "chunked" && (us.Sessions == 0 || us.Resumed == 0):
-					t.Errorf("chunked: %+v: no session resumed", us)
+					repo := r.Repository(t, "mirror/chainguard/static")
+					ctx := context.Background()
+					if d, err := repo.Resolve(ctx, "latest"); err != nil || d.Digest != img.Digest {
+						t.Errorf("%s: tag latest = %v (%v), want %s", mode, d.Digest, err, img.Digest)
+					}
+					for _, b := range blobs {
+						rc, err := repo.Fetch(ctx, b)
+						if err != nil {
+							t.Fatalf("%s: blob %s: %v", mode, b.Digest, err)
+						}
+						got, err := oci.ReadAllVerified(rc, b, b.Size+1)
+						rc.Close()
+						if err != nil || digest.FromBytes(got) != b.Digest {
+							t.Errorf("%s: blob %s in the registry does not verify: %v", mode, b.Digest, err)
+						}
+					}
+					if c.Injected() == 0 {
+						t.Fatalf("%s: no fault injected", mode)
+					}
+					switch {
+					case mode == "chunked" && k == registrytest.InProcess:
+						// go-containerregistry's registry cannot say where a session stands
+						// (GET on it answers 400): uploads fall back to one request
+						if us.Monolithic == 0 {
+							t.Errorf("chunked into %s: %+v: no fallback to one request", k, us)
+						}
+					case mode == "chunked" && (us.Sessions == 0 || us.Resumed == 0):
+						t.Errorf("chunked: %+v: no session resumed", us)
+					}
+					sent[mode] += c.UploadBodyBytes
+					faults[mode] += c.Injected()
 				}
-				sent[mode] = c.UploadBodyBytes
 			}
 			if k == registrytest.InProcess {
 				return
 			}
-			t.Logf("bytes sent for %d bytes of blobs: restart from zero %d, resumed chunks %d", 2*size+12345, sent["restart"], sent["chunked"])
+			// bytes sent beyond the blobs' size, over the 6 seeds
+			blobBytes := int64(seeds * (2*size + 12345))
+			t.Logf("%s: bytes sent again beyond %d bytes of blobs (%d seeds): restart from zero %d (%d faults), resumed chunks %d (%d faults)",
+				k, blobBytes, seeds, sent["restart"]-blobBytes, faults["restart"], sent["chunked"]-blobBytes, faults["chunked"])
 			if sent["chunked"] >= sent["restart"] {
 				t.Errorf("chunked uploads sent %d bytes, restarts from zero %d: want fewer", sent["chunked"], sent["restart"])
 			}
