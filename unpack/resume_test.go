@@ -66,9 +66,9 @@ func bigBundle(t *testing.T, size int) (string, ocispec.Descriptor, []ocispec.De
 // also breaks every 2–6 MiB of upload bodies (BreakEvery), into each registry kind,
 // twice: with uploads in one request (every failure restarts the blob
 // from byte 0) and with chunked uploads that resume where the registry's session
-// stands, each with 6 fault seeds. Both complete with every digest equal; the chunked
-// one resumes sessions and sends fewer bytes (counted at the proxy) than the restarts
-// from zero.
+// stands, each with 3 fault seeds. Both complete with every digest equal and no tag
+// moved before the last blob write; the chunked one resumes sessions and sends fewer
+// bytes (counted at the proxy) than the restarts from zero.
 func TestUnpackResumesUploads(t *testing.T) {
 	const size, seeds = 3 << 20, 3
 	dir, img, blobs := bigBundle(t, size)
@@ -92,7 +92,9 @@ func TestUnpackResumesUploads(t *testing.T) {
 					}
 					r := registrytest.Start(t, k)
 					p := registrytest.StartFaultProxy(t, r, registrytest.FaultOptions{Seed: seed, Rate: 0.3, Select: registrytest.BlobUpload, RetryAfter: 1, TruncateAfter: 1 << 20, BreakEvery: 4 << 20})
-					res, err := unpack.Unpack(context.Background(), unpack.Options{Dir: dir, To: p.Host + "/mirror", Client: client, UnsafeSkipVerify: true, Concurrency: 2})
+					// a request log in front of the faults: no tag before the last blob write
+					h := registrytest.StartHookProxy(t, &registrytest.Registry{Kind: k, Host: p.Host}, registrytest.HookOptions{})
+					res, err := unpack.Unpack(context.Background(), unpack.Options{Dir: dir, To: h.Host + "/mirror", Client: client, UnsafeSkipVerify: true, Concurrency: 2})
 					c := p.Counts()
 					us := client.UploadStats()
 					t.Logf("%s, seed %d: %s; %d upload body bytes for %d bytes of blobs; uploads %+v", mode, seed, c, c.UploadBodyBytes, 2*size+12345, us)
@@ -101,6 +103,18 @@ func TestUnpackResumesUploads(t *testing.T) {
 					}
 					if len(res.Images) != 1 || res.Images[0].Digest != img.Digest {
 						t.Fatalf("%s: images %+v", mode, res.Images)
+					}
+					lastBlob, firstTag := -1, -1
+					for _, w := range writes(t, h.Requests()) {
+						switch {
+						case w.blob:
+							lastBlob = w.pos
+						case w.digest == "" && firstTag < 0:
+							firstTag = w.pos
+						}
+					}
+					if lastBlob < 0 || firstTag < 0 || firstTag < lastBlob {
+						t.Errorf("%s: a tag moved (request %d) before the last blob write (request %d)", mode, firstTag, lastBlob)
 					}
 					repo := r.Repository(t, "mirror/chainguard/static")
 					ctx := context.Background()
