@@ -178,6 +178,12 @@ func (u *upload) push(ctx context.Context, open func(ctx context.Context, offset
 				c.uploads.monolithic.Add(1)
 				rc.Close()
 				return u.pushWhole(ctx, open)
+			case errors.As(err, &er) && !transientStatus(er.StatusCode):
+				// a session the registry no longer takes chunks into (olareg: a
+				// stale state, 400): started again on the next try
+				c.uploads.restarted.Add(1)
+				u.location = nil
+				return fmt.Errorf("%w: uploading %s bytes %d-%d: %w", errSession, u.desc.Digest, offset, offset+n-1, err)
 			}
 			return fmt.Errorf("uploading %s bytes %d-%d: %w", u.desc.Digest, offset, offset+n-1, err)
 		}
@@ -321,9 +327,12 @@ func (u *upload) finish(ctx context.Context) error {
 		return err
 	}
 	resp, err := u.do(req, http.StatusCreated)
-	if isUploadUnknown(err) {
+	var er *errcode.ErrorResponse
+	if isUploadUnknown(err) || errors.As(err, &er) && er.StatusCode >= 400 && er.StatusCode < 500 && er.StatusCode != http.StatusUnauthorized && er.StatusCode != http.StatusForbidden {
 		// a try whose answer was lost may have finished it (checked first on the next
-		// try); otherwise the upload starts again
+		// try); otherwise the upload starts again, the whole content sent in a new
+		// session (a registry that refuses the digest of verified content every time
+		// ends the operation by its bounds)
 		u.location = nil
 		u.repo.c.uploads.restarted.Add(1)
 		return fmt.Errorf("%w: finishing the upload of %s: %w", errSession, u.desc.Digest, err)
