@@ -97,6 +97,23 @@ func TestFaults(t *testing.T) {
 				assertReplica(t, img, repo, true)
 				assertContentEqual(t, img, repo)
 			})
+
+			// every blob of 1 KiB or more in chunks of 512 bytes, through the same faults:
+			// broken uploads resume where the registry's session stands
+			t.Run("unpack, chunked uploads", func(t *testing.T) {
+				t.Parallel()
+				dst := registrytest.Start(t, k)
+				p := registrytest.StartFaultProxy(t, dst, registrytest.FaultOptions{Seed: uint64(1500 + i), Rate: faultRate, Latency: 10 * time.Millisecond})
+				extra := append([]string{"--image-key", publisher, "--upload-chunk-threshold", "1024", "--upload-chunk-size", "512",
+					"--state", filepath.Join(t.TempDir(), "state.json")}, faultRetryFlags...) // its own replay state: the unpack beside it accepts the same bundle
+				e.petra(unpackArgs(keys, p.Host+"/mirror", clean, extra...)...)
+				c := p.Counts()
+				t.Logf("unpack with chunked uploads through the fault proxy: %s", c)
+				assertFaultsInjected(t, c)
+				repo := dst.Repository(t, "mirror/"+interopRepo)
+				assertReplica(t, img, repo, true)
+				assertContentEqual(t, img, repo)
+			})
 		})
 	}
 }

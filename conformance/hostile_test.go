@@ -66,6 +66,7 @@ const (
 	exitOrphan           = 26 // referrers.ErrOrphan
 	exitKindMismatch     = 27 // referrers.ErrKindMismatch
 	exitInvalidName      = 28 // oci.ErrInvalidName
+	exitSparseIndex      = 35 // unpack.ErrSparseIndex
 	exitImagePolicy      = 30 // an image fails the policy
 	exitAuditCode        = 50 // audit.ErrVerify
 	exitGaveUpCode       = 70 // remote.ErrGaveUp

@@ -40,6 +40,14 @@ type Mounter interface {
 	Mount(ctx context.Context, desc ocispec.Descriptor, fromRepo string, getContent func() (io.ReadCloser, error)) error
 }
 
+// Resumer is a Target whose large blob uploads resume (remote.Repository).
+// ResumableUpload returns, for desc, one upload that every try of its transfer
+// continues: each call resumes where the target holds the upload, reading the
+// content from that offset on through open; nil uploads desc with Push.
+type Resumer interface {
+	ResumableUpload(desc ocispec.Descriptor) func(ctx context.Context, open func(ctx context.Context, offset int64) (io.ReadCloser, error)) error
+}
+
 // Options configure a Copier. The zero value copies everything with 4 blob transfers
 // at once.
 type Options struct {
@@ -79,10 +87,13 @@ type Node struct {
 	Position int
 }
 
-// Stats count what a Copier did.
+// Stats count what a Copier did (the "stats" of pack's and unpack's --output json).
 type Stats struct {
-	BlobsCopied, BlobsExisted, BlobsMounted, Manifests int64
-	BytesCopied                                        int64
+	BlobsCopied  int64 `json:"blobsCopied"`
+	BlobsExisted int64 `json:"blobsExisted"`
+	BlobsMounted int64 `json:"blobsMounted"`
+	Manifests    int64 `json:"manifests"`
+	BytesCopied  int64 `json:"bytesCopied"`
 }
 
 // Copier copies graphs into one target.
@@ -229,20 +240,33 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 }
 
 // copyBlob copies one blob once per Copier; concurrent callers for the same digest
-// wait for the first.
+// wait for the first. A caller whose wait ends in the other caller's failure (its
+// context cancelled, its retries spent, its source broken) does not inherit that
+// failure: it transfers the blob itself, under its own context and retry bounds.
 func (c *Copier) copyBlob(ctx context.Context, src Source, desc ocispec.Descriptor) error {
 	if err := oci.ValidateDescriptor(desc); err != nil {
 		return err
 	}
 	c.mu.Lock()
-	if cl, ok := c.inflight[desc.Digest]; ok {
+	for {
+		cl, ok := c.inflight[desc.Digest]
+		if !ok {
+			break
+		}
 		c.mu.Unlock()
 		select {
 		case <-cl.done:
-			return cl.err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if cl.err == nil {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// the other transfer failed (and left the map): try it ourselves
+		c.mu.Lock()
 	}
 	cl := &call{done: make(chan struct{})}
 	c.inflight[desc.Digest] = cl
@@ -262,13 +286,40 @@ func (c *Copier) copyBlob(ctx context.Context, src Source, desc ocispec.Descript
 // transfer copies one blob, every try whole: checked in the target, mounted or
 // opened at the source and uploaded (a streamed upload cannot be replayed, so it is
 // restarted from the source).
+// A Resumer target keeps one upload across the tries, each resuming it.
 func (c *Copier) transfer(ctx context.Context, src Source, desc ocispec.Descriptor) error {
+	var resume func(context.Context, func(context.Context, int64) (io.ReadCloser, error)) error
+	if r, ok := c.dst.(Resumer); ok {
+		resume = r.ResumableUpload(desc)
+	}
 	return c.retry(ctx, "copying blob "+desc.Digest.String(), func(ctx context.Context) error {
-		return c.transferOnce(ctx, src, desc)
+		return c.transferOnce(ctx, src, desc, resume)
 	})
 }
 
-func (c *Copier) transferOnce(ctx context.Context, src Source, desc ocispec.Descriptor) error {
+// openAt opens desc at src for a resumed upload: the content from offset on, verified
+// whole. The bytes before offset are read again and hashed, not sent, so what the
+// upload sends is checked against the digest end to end (the registry checks the
+// digest of what it holds when the upload finishes).
+func openAt(ctx context.Context, src Source, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
+	if offset < 0 || offset > desc.Size {
+		return nil, fmt.Errorf("%w: resuming %s at %d of %d bytes", oci.ErrInvalid, desc.Digest, offset, desc.Size)
+	}
+	rc, err := src.Fetch(ctx, desc)
+	if err != nil {
+		return nil, fmt.Errorf("fetching blob %s: %w", desc.Digest, err)
+	}
+	vr := oci.NewVerifiedReader(rc, desc)
+	if offset > 0 {
+		if _, err := io.CopyN(io.Discard, vr, offset); err != nil {
+			vr.Close()
+			return nil, fmt.Errorf("reading blob %s up to %d: %w", desc.Digest, offset, err)
+		}
+	}
+	return vr, nil
+}
+
+func (c *Copier) transferOnce(ctx context.Context, src Source, desc ocispec.Descriptor, resume func(context.Context, func(context.Context, int64) (io.ReadCloser, error)) error) error {
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -303,13 +354,20 @@ func (c *Copier) transferOnce(ctx context.Context, src Source, desc ocispec.Desc
 			}
 		}
 	}
-	rc, err := src.Fetch(ctx, desc)
-	if err != nil {
-		return fmt.Errorf("fetching blob %s: %w", desc.Digest, err)
-	}
-	defer rc.Close()
-	if err := c.dst.Push(ctx, desc, oci.NewVerifiedReader(rc, desc)); err != nil {
-		return fmt.Errorf("writing blob %s: %w", desc.Digest, err)
+	if resume != nil {
+		open := func(ctx context.Context, offset int64) (io.ReadCloser, error) { return openAt(ctx, src, desc, offset) }
+		if err := resume(ctx, open); err != nil {
+			return fmt.Errorf("writing blob %s: %w", desc.Digest, err)
+		}
+	} else {
+		rc, err := src.Fetch(ctx, desc)
+		if err != nil {
+			return fmt.Errorf("fetching blob %s: %w", desc.Digest, err)
+		}
+		defer rc.Close()
+		if err := c.dst.Push(ctx, desc, oci.NewVerifiedReader(rc, desc)); err != nil {
+			return fmt.Errorf("writing blob %s: %w", desc.Digest, err)
+		}
 	}
 	c.blobsCopied.Add(1)
 	c.bytesCopied.Add(desc.Size)

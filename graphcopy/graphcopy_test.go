@@ -577,3 +577,78 @@ func TestCopyChildrenBeforeParents(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyWaiterOutlivesOtherCopy: a Copy waiting for another Copy's transfer of the
+// same blob does not inherit that transfer's failure. The first copy's context is
+// cancelled while its upload of the shared layer is in flight; the second copy, whose
+// context is fine, transfers the layer itself and completes.
+func TestCopyWaiterOutlivesOtherCopy(t *testing.T) {
+	for _, cause := range []string{"cancelled", "failed"} {
+		t.Run(cause, func(t *testing.T) {
+			g := newGraph(t)
+			shared := g.blob(ocispec.MediaTypeImageLayerGzip, "shared layer")
+			img1, img2 := g.image("one", shared), g.image("two", shared)
+			dst := newStore()
+			started := make(chan struct{})
+			errBroken := errors.New("the first copy's source broke")
+			dst.beforePush = func(ctx context.Context, d ocispec.Descriptor, attempt int) error {
+				if d.Digest == shared.Digest && attempt == 1 {
+					close(started)
+					if cause == "failed" {
+						time.Sleep(200 * time.Millisecond) // the second copy is waiting by now
+						return errBroken
+					}
+					<-ctx.Done() // held until the first copy is cancelled
+					return ctx.Err()
+				}
+				return nil
+			}
+			c := graphcopy.New(dst, graphcopy.Options{})
+			ctx1, cancel1 := context.WithCancel(context.Background())
+			defer cancel1()
+			done1 := make(chan error, 1)
+			go func() {
+				_, err := c.Copy(ctx1, g.src, img1, nil)
+				done1 <- err
+			}()
+			<-started
+			done2 := make(chan error, 1)
+			go func() {
+				_, err := c.Copy(context.Background(), g.src, img2, nil)
+				done2 <- err
+			}()
+			// img2's own blobs are copied; its shared layer waits for img1's transfer
+			for deadline := time.Now().Add(10 * time.Second); dst.total(dst.pushes) < 5; {
+				if time.Now().After(deadline) {
+					t.Fatalf("img2's own blobs were not pushed (%d pushes)", dst.total(dst.pushes))
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if cause == "cancelled" {
+				time.Sleep(50 * time.Millisecond)
+				cancel1()
+			}
+			want := error(context.Canceled)
+			if cause == "failed" {
+				want = errBroken
+			}
+			if err := <-done1; !errors.Is(err, want) {
+				t.Fatalf("first Copy: err = %v, want %v", err, want)
+			}
+			select {
+			case err := <-done2:
+				if err != nil {
+					t.Fatalf("second Copy, its context fine, failed with the first copy's failure: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("second Copy did not return")
+			}
+			if !dst.has(shared.Digest) || !dst.has(img2.Digest) {
+				t.Error("second Copy returned without the shared layer and its manifest in the target")
+			}
+			if n := dst.count(dst.pushes, shared.Digest); n != 2 {
+				t.Errorf("shared layer pushed %d times, want 2 (the first copy's failed try, the second copy's own)", n)
+			}
+		})
+	}
+}

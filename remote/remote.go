@@ -41,18 +41,27 @@ type Options struct {
 	Retry RetryOptions
 	// Log, when set, gets one line per retry.
 	Log *slog.Logger
+	// Upload says which blob uploads are chunked and resumed (Client.Resumable);
+	// the zero value is safe.
+	Upload UploadOptions
 }
 
 // Client opens repositories with one shared, authenticated HTTP client.
 type Client struct {
-	opts   Options
-	client *auth.Client
-	retry  *Retrier
+	opts    Options
+	client  *auth.Client
+	retry   *Retrier
+	upload  UploadOptions
+	uploads uploadCounters
 }
 
 // NewClient builds a Client from opts.
 func NewClient(opts Options) (*Client, error) {
 	retrier, err := NewRetrier(opts.Retry, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	upload, err := opts.Upload.withDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +110,7 @@ func NewClient(opts Options) (*Client, error) {
 		Credential: credentials.Credential(store),
 		Header:     http.Header{"User-Agent": []string{ua}},
 	}
-	return &Client{opts: opts, client: c, retry: retrier}, nil
+	return &Client{opts: opts, client: c, retry: retrier, upload: upload}, nil
 }
 
 // Retry runs op, one registry operation, with the client's retry bounds

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -181,6 +182,10 @@ func (r *Retrier) Do(ctx context.Context, what string, op func(context.Context) 
 		if ctx.Err() != nil || !Transient(err) {
 			return err
 		}
+		if h.progressed.Load() {
+			// the try moved a resumable upload forward: the bounds count from here
+			attempt, start = 1, r.now()
+		}
 		elapsed := r.now().Sub(start)
 		if attempt >= r.opts.Attempts {
 			return &GaveUpError{What: what, Attempts: attempt, Elapsed: elapsed, Err: err}
@@ -209,6 +214,9 @@ func (r *Retrier) Do(ctx context.Context, what string, op func(context.Context) 
 func Transient(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
+	}
+	if errors.Is(err, errSession) {
+		return true // an upload session to ask again or start again
 	}
 	var er *errcode.ErrorResponse
 	if errors.As(err, &er) {
@@ -260,8 +268,18 @@ type hint struct {
 	// deadline is when the operation's retries end: its requests are not retried
 	// by the transport beyond it either.
 	deadline time.Time
-	mu       sync.Mutex
-	d        time.Duration
+	// progressed is set by a try that moved a resumable upload forward (progress).
+	progressed atomic.Bool
+	mu         sync.Mutex
+	d          time.Duration
+}
+
+// progress marks the try running under ctx as having moved forward (a chunk of a
+// resumable upload stored): Retrier.Do then counts its bounds afresh from its failure.
+func progress(ctx context.Context) {
+	if h, ok := ctx.Value(hintKey{}).(*hint); ok {
+		h.progressed.Store(true)
+	}
 }
 
 func (h *hint) set(d time.Duration) {

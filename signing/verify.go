@@ -81,22 +81,22 @@ type VerifyOptions struct {
 
 // Result is what a successful VerifyBlob proved.
 type Result struct {
-	Mode     string // ModeKey or ModeKeyless
-	Identity string // certificate SAN (keyless)
-	Issuer   string // certificate OIDC issuer (keyless)
+	Mode     string `json:"mode"`     // ModeKey or ModeKeyless
+	Identity string `json:"identity"` // certificate SAN (keyless)
+	Issuer   string `json:"issuer"`   // certificate OIDC issuer (keyless)
 	// KeyID is base64(SHA-256(PKIX)) of the key that verified the signature:
 	// the given key, or the certificate's key.
-	KeyID string
+	KeyID string `json:"keyID"`
 	// SignedAt is the earliest verified time (transparency-log integrated
 	// time or RFC 3161 timestamp); zero when none was verified (key mode).
-	SignedAt time.Time
+	SignedAt time.Time `json:"signedAt"`
 	// TimeSource says what proved SignedAt: TimeSourceTlog (a transparency-log
 	// entry's integrated time, under its SET) or TimeSourceRFC3161 (a signed
 	// timestamp); "" when SignedAt is zero.
-	TimeSource string
+	TimeSource string `json:"timeSource"`
 	// PredicateType is the in-toto predicate type of a DSSE bundle's signed
 	// statement ("" for a message signature).
-	PredicateType string
+	PredicateType string `json:"predicateType"`
 }
 
 // Time sources reported in Result.TimeSource.

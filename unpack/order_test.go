@@ -208,9 +208,9 @@ func writes(t *testing.T, log []string) []request {
 // before the manifest naming it, every index child before its index (nested too),
 // every subject before what is attached to it, and no tag before all content of
 // every repository is in (the referrers tag schema indexes unpack maintains on a
-// registry without the referrers API aside: they are written with their repository's
-// content, after the referrers they list); per repository, the image tag after every
-// cosign tag.
+// registry without the referrers API are tags too: after all content, after the
+// referrers they list, before the image tag of their repository); per repository, the
+// image tag after every cosign tag.
 func TestUnpackOrder(t *testing.T) {
 	for _, k := range []registrytest.Kind{registrytest.InProcess, registrytest.Distribution} {
 		t.Run(string(k), func(t *testing.T) {
@@ -311,6 +311,7 @@ func TestUnpackOrder(t *testing.T) {
 			// tags
 			imageTag := map[string]int{}
 			cosignTags := map[string][]int{}
+			referrersTags := map[string][]int{}
 			for _, w := range ws {
 				if w.blob || w.digest != "" {
 					continue
@@ -339,7 +340,7 @@ func TestUnpackOrder(t *testing.T) {
 					if n == 0 {
 						t.Errorf("referrers index %s for a subject without referrers", w.ref)
 					}
-					continue
+					referrersTags[w.repo] = append(referrersTags[w.repo], w.pos)
 				default:
 					imageTag[w.repo+":"+w.ref] = w.pos
 				}
@@ -359,9 +360,17 @@ func TestUnpackOrder(t *testing.T) {
 						t.Errorf("a cosign tag of %s moved after its image tag %s", repo, tag)
 					}
 				}
+				for _, c := range referrersTags[repo] {
+					if c > pos {
+						t.Errorf("a referrers tag schema index of %s moved after its image tag %s", repo, tag)
+					}
+				}
 			}
 			if got := len(cosignTags["mirror/chainguard/nginx"]); got != 2 {
 				t.Errorf("%d cosign tags pushed in nginx, want 2", got)
+			}
+			if k == registrytest.Distribution && len(referrersTags["mirror/chainguard/nginx"]) != 2 {
+				t.Errorf("referrers tag schema indexes written in nginx at %v, want 2 (the sbom's and the amd64 image's)", referrersTags["mirror/chainguard/nginx"])
 			}
 			if len(imageTag) != len(wantTags) {
 				t.Errorf("image tags pushed: %v, want %v", imageTag, wantTags)

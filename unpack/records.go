@@ -91,8 +91,9 @@ func setMove(moves []replay.TagMove, m replay.TagMove) []replay.TagMove {
 // writeRecords signs and pushes, by digest, the import record of every image of r,
 // and of each of its children, in the destination repository of pr, in the form evidence.FormFor decides from what
 // the image carries there. It returns the records and the .att manifests whose tags
-// must move (by tag); no tag moves here. The referrers tag schema index of an image
-// given a bundle-form record is updated when the registry has no referrers API.
+// must move (by tag); no tag moves here. A bundle-form record of an image on a registry
+// without the referrers API is added to pr's referrers (pushedRepo.addReferrer), for
+// the referrers tag schema index written with the tags.
 func writeRecords(ctx context.Context, opts Options, store referrers.Store, pr *pushedRepo, r *referrers.Repo,
 	summaries map[imageKey]*evidence.Summary, b replay.Bundle, at time.Time) ([]ImportRecord, map[string]taggedManifest, error) {
 	dest := pr.repo.Reference.Registry + "/" + pr.repo.Reference.Repository
@@ -156,9 +157,8 @@ func writeRecords(ctx context.Context, opts Options, store referrers.Store, pr *
 			rec.Tag = added.Tag
 		case evidence.FormSigstoreBundle:
 			if !pr.api {
-				if err := mergeReferrersIndex(ctx, opts.Client, pr.repo, root.Digest, []ocispec.Descriptor{added.Descriptor}); err != nil {
-					return recs, nil, err
-				}
+				// listed in the referrers tag schema index with the tags, after the record
+				pr.addReferrer(root.Digest, added.Descriptor)
 			}
 		}
 		opts.Log.Info("import record attached", "image", rec.Image, "form", form, "manifest", rec.Manifest)

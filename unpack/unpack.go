@@ -4,8 +4,9 @@
 // their repository (referrers.Graph). It pushes all content by digest first, per
 // destination repository: blobs, child manifests, indexes (children before parents),
 // then attached manifests, subjects first. Then it records the bundle and the tags it
-// is about to set in the replay state, and only then moves tags: cosign tags, and the
-// image tags last, so no tag ever points at content that is not all there. Blobs the
+// is about to set in the replay state, and only then moves tags: the referrers tag
+// schema indexes (registries without the referrers API), cosign tags, and the image
+// tags last, so no tag ever points at content that is not all there. Blobs the
 // registry already has are skipped; blobs pushed to another repository of the same
 // registry are mounted instead of uploaded again. With RequireEvidence, the pack-side
 // verification summary of every image and child is checked before the first push;
@@ -102,11 +103,99 @@ type Options struct {
 	// bundle now hold, read back from the registry (receipt.Collect), and the bundle's
 	// series and sequence, signed with it (Result.Receipt). Not with UnsafeSkipVerify.
 	ReceiptSigner signing.Signer
+	// AllowSparseIndex pushes an index whose children the bundle does not all carry
+	// (a platform filter left some out). Without it such a bundle is refused before
+	// anything is pushed (ErrSparseIndex): most registries (distribution and olareg
+	// by default) require every child of an index to exist and would refuse the index
+	// once the rest is pushed. Set it only for a registry that accepts sparse indexes
+	// (distribution with validation.manifests.indexes.platforms: none; olareg and
+	// go-containerregistry's registry have no such setting). The index pushed is the
+	// original one: its signature stays valid.
+	AllowSparseIndex bool
 	// Finish, when set, is called with the verified bundle before anything is pushed
 	// (its error refuses the bundle, with nothing pushed) and returns what to run
 	// once every tag has moved, while the bundle is still held open (unpack
 	// --emit-admission writes the admission resources so). Not with UnsafeSkipVerify.
 	Finish func(ctx context.Context, v *bundle.Verified) (func(context.Context) error, error)
+}
+
+// ErrSparseIndex: the bundle carries an index without some of its children (a
+// platform filter left them out), and Options.AllowSparseIndex is not set. Nothing
+// was pushed. The error is a *SparseIndexError naming each index and its left-out
+// children.
+var ErrSparseIndex = errors.New("index whose children the bundle does not all carry")
+
+// SparseIndex is an index of the bundle with children left out.
+type SparseIndex struct {
+	// Repository is the source repository; Index the index's digest.
+	Repository string
+	Index      digest.Digest
+	// Missing are the children the bundle does not carry, as the index lists them.
+	Missing []ocispec.Descriptor
+}
+
+// SparseIndexError lists every index of the bundle with children left out.
+type SparseIndexError struct{ Indexes []SparseIndex }
+
+func (e *SparseIndexError) Error() string {
+	var b strings.Builder
+	for i, x := range e.Indexes {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		var names []string
+		for _, m := range x.Missing {
+			n := m.Digest.String()
+			if m.Platform != nil {
+				n += " (" + platformString(m.Platform) + ")"
+			}
+			names = append(names, n)
+		}
+		fmt.Fprintf(&b, "index %s@%s lacks %d of its children in the bundle: %s", x.Repository, x.Index, len(x.Missing), strings.Join(names, ", "))
+	}
+	return fmt.Sprintf("%v: %s (nothing was pushed; a platform filter left them out, and a registry that requires every child of an index, as distribution and olareg do by default, would refuse the index once the rest is pushed: pack without --platform, or give --allow-sparse-index for a registry that accepts sparse indexes)", ErrSparseIndex, b.String())
+}
+
+func (e *SparseIndexError) Unwrap() error { return ErrSparseIndex }
+
+func platformString(p *ocispec.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// sparseIndexes lists the indexes of g's images (nested ones too) whose children the
+// bundle does not all carry.
+func sparseIndexes(g *referrers.Graph) []SparseIndex {
+	var out []SparseIndex
+	seen := map[string]bool{}
+	for _, r := range g.Repositories() {
+		for _, img := range r.Images {
+			for _, node := range img.Tree() {
+				d := node.Entry.Descriptor.Digest
+				if node.Manifest == nil || !oci.IsIndex(node.Entry.Descriptor.MediaType) || seen[r.Name+"@"+d.String()] {
+					continue
+				}
+				seen[r.Name+"@"+d.String()] = true
+				have := map[digest.Digest]bool{}
+				for _, c := range node.Children {
+					have[c.Entry.Descriptor.Digest] = true
+				}
+				var missing []ocispec.Descriptor
+				for _, c := range node.Manifest.Manifests {
+					if !have[c.Digest] {
+						missing = append(missing, c)
+					}
+				}
+				if len(missing) > 0 {
+					out = append(out, SparseIndex{Repository: r.Name, Index: d, Missing: missing})
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Mapping says where one image went.
@@ -313,6 +402,13 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 
+	// an index the registry would refuse halfway, refused before anything is pushed
+	if !opts.AllowSparseIndex {
+		if sparse := sparseIndexes(g); len(sparse) > 0 {
+			return res, &SparseIndexError{Indexes: sparse}
+		}
+	}
+
 	// the plan: every repository's destination and every tag that will move
 	type repoPlan struct {
 		r   *referrers.Repo
@@ -421,9 +517,10 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 			return res, fmt.Errorf("recording bundle %s sequence %d and its tags (no tag was moved): %w", current.ID, current.Sequence, err)
 		}
 	}
-	// 3. tags: cosign tags, then the image tags last
+	// 3. tags: the referrers tag schema indexes (registries without the referrers
+	// API), cosign tags, then the image tags last
 	for i, p := range plans {
-		mapped, err := pushTags(ctx, opts, store, pushed[i].repo, p.r, extraTags[i])
+		mapped, err := pushTags(ctx, opts, store, pushed[i], p.r, extraTags[i])
 		res.Images = append(res.Images, mapped...)
 		if err != nil {
 			return res, fmt.Errorf("tagging in %s/%s: %w", p.ref.Registry, p.ref.Repository, err)
@@ -557,6 +654,20 @@ type pushedRepo struct {
 	repo  *orasremote.Repository
 	api   bool
 	stats graphcopy.Stats
+	// referrers pushed besides the bundle's (import records), per subject, in the
+	// order added: listed in the referrers tag schema indexes with the bundle's
+	extraSubjects []digest.Digest
+	extra         map[digest.Digest][]ocispec.Descriptor
+}
+
+func (pr *pushedRepo) addReferrer(subject digest.Digest, d ocispec.Descriptor) {
+	if pr.extra == nil {
+		pr.extra = map[digest.Digest][]ocispec.Descriptor{}
+	}
+	if _, ok := pr.extra[subject]; !ok {
+		pr.extraSubjects = append(pr.extraSubjects, subject)
+	}
+	pr.extra[subject] = append(pr.extra[subject], d)
 }
 
 // pushContent pushes one repository's graph by digest: each image's blobs, child
@@ -578,7 +689,8 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 			}
 		},
 	}
-	copier := graphcopy.New(repo, copyOpts)
+	// blobs over the chunk threshold go in chunks, and a broken upload resumes
+	copier := graphcopy.New(opts.Client.Resumable(repo), copyOpts)
 	pr := &pushedRepo{repo: repo}
 	present := func(child ocispec.Descriptor) bool {
 		ok, err := store.Exists(ctx, child)
@@ -595,7 +707,7 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 		if _, err := copier.Copy(ctx, store, img.Root.Descriptor(), present); err != nil {
 			pr.stats = copier.Stats()
 			if n := leftOut(img); n > 0 {
-				err = fmt.Errorf("%w (the bundle leaves out %d children of index %s, by a platform filter: a registry that requires every child of an index to exist refuses it; distribution accepts it with validation.manifests.indexes.platforms: none)", err, n, img.Root.Entry.Descriptor.Digest)
+				err = fmt.Errorf("%w (the bundle leaves out %d children of index %s, by a platform filter, and --allow-sparse-index pushed it: a registry that requires every child of an index to exist refuses it; distribution accepts it with validation.manifests.indexes.platforms: none)", err, n, img.Root.Entry.Descriptor.Digest)
 			}
 			return pr, err
 		}
@@ -621,7 +733,7 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 		if err := arepo.SetReferrersCapability(true); err != nil {
 			return pr, err
 		}
-		attCopier = graphcopy.New(arepo, copyOpts)
+		attCopier = graphcopy.New(opts.Client.Resumable(arepo), copyOpts)
 	}
 	for _, n := range r.Attachments {
 		e := n.Entry
@@ -631,11 +743,6 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 		}
 	}
 	pr.stats = sumStats(copier, attCopier)
-	if !pr.api {
-		if err := writeReferrersIndexes(ctx, opts.Client, repo, r); err != nil {
-			return pr, err
-		}
-	}
 	return pr, nil
 }
 
@@ -648,9 +755,10 @@ func sumStats(a, b *graphcopy.Copier) graphcopy.Stats {
 }
 
 // writeReferrersIndexes writes, for every subject of r with referrers, its referrers
-// tag schema index (tag sha256-<hex>): the referrers the registry already lists there
-// and the bundle's, once. A replaced index is left untagged (never deleted).
-func writeReferrersIndexes(ctx context.Context, client *remote.Client, repo *orasremote.Repository, r *referrers.Repo) error {
+// tag schema index (tag sha256-<hex>): the referrers the registry already lists there,
+// the bundle's and the import records' (pr.extra), once. A replaced index is left
+// untagged (never deleted).
+func writeReferrersIndexes(ctx context.Context, client *remote.Client, pr *pushedRepo, r *referrers.Repo) error {
 	bySubject := map[digest.Digest][]ocispec.Descriptor{}
 	var order []digest.Digest
 	for _, n := range r.Attachments {
@@ -663,8 +771,14 @@ func writeReferrersIndexes(ctx context.Context, client *remote.Client, repo *ora
 		}
 		bySubject[s] = append(bySubject[s], referrers.Descriptor(n.Descriptor(), n.Manifest))
 	}
+	for _, s := range pr.extraSubjects {
+		if _, ok := bySubject[s]; !ok {
+			order = append(order, s)
+		}
+		bySubject[s] = append(bySubject[s], pr.extra[s]...)
+	}
 	for _, s := range order {
-		if err := mergeReferrersIndex(ctx, client, repo, s, bySubject[s]); err != nil {
+		if err := mergeReferrersIndex(ctx, client, pr.repo, s, bySubject[s]); err != nil {
 			return err
 		}
 	}
@@ -753,12 +867,21 @@ func leftOut(img *referrers.Image) int {
 	return n
 }
 
-// pushTags moves one repository's tags: the cosign tags, subjects first, then the image
-// tags, so no image tag points at content whose signatures are not all there. A tag
-// of extra (an .att holding an import record) is set to that manifest instead of the
-// bundle's, or added with the cosign tags when the bundle has none.
-func pushTags(ctx context.Context, opts Options, store referrers.Store, repo *orasremote.Repository, r *referrers.Repo, extra map[string]taggedManifest) ([]Mapping, error) {
+// pushTags moves one repository's tags: on a registry without the referrers API the
+// referrers tag schema indexes (tag sha256-<hex>, merged with what the registry lists
+// there: they are tags too, so they move only once all content is pushed and the
+// bundle recorded), the cosign tags, subjects first, then the image tags, so no image
+// tag points at content whose signatures are not all there. A tag of extra (an .att
+// holding an import record) is set to that manifest instead of the bundle's, or added
+// with the cosign tags when the bundle has none.
+func pushTags(ctx context.Context, opts Options, store referrers.Store, pr *pushedRepo, r *referrers.Repo, extra map[string]taggedManifest) ([]Mapping, error) {
+	repo := pr.repo
 	dest := repo.Reference.Registry + "/" + repo.Reference.Repository
+	if !pr.api {
+		if err := writeReferrersIndexes(ctx, opts.Client, pr, r); err != nil {
+			return nil, err
+		}
+	}
 	done := map[string]bool{}
 	for _, n := range r.Attachments {
 		t := n.Entry.Tag

@@ -50,6 +50,7 @@ const (
 	exitSource      = 32  // a source outside the policy's allow-list
 	exitPolicy      = 33  // the policy file is invalid, or no rule matches
 	exitNoEvidence  = 34  // --require-evidence: an image without a valid pack-side verification summary
+	exitSparseIndex = 35  // unpack: an index whose children the bundle does not all carry (without --allow-sparse-index)
 	exitVulns       = 40  // vulnerabilities over the thresholds
 	exitAudit       = 50  // an audit log does not verify (audit verify, audit continue)
 	exitAuditWrite  = 51  // the audit log cannot be appended to (the command may have done its work)
@@ -99,6 +100,7 @@ var exitCodes = []struct {
 	{replay.ErrState, exitReplayState},
 	{replay.ErrRollback, exitRollback},
 	{oci.ErrInvalidName, exitName},
+	{unpack.ErrSparseIndex, exitSparseIndex},
 	{referrers.ErrOrphan, exitOrphan},
 	{referrers.ErrKindMismatch, exitKind},
 	{layout.ErrUnsafeFile, exitUnsafeFile},

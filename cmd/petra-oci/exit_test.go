@@ -15,6 +15,7 @@ import (
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/remote"
 	"github.com/petra-oci/petra-oci/signing"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // TestExitCodes: every sentinel of the table maps to its code when wrapped the way the
@@ -52,6 +53,7 @@ func TestExitCodes(t *testing.T) {
 		{"no evidence wraps invalid options", fmt.Errorf("%w: %w", evidence.ErrNoEvidence, signing.ErrInvalidOptions), exitNoEvidence},
 		{"file error kind", &layout.FileError{Path: "blobs/sha256/ab", Kind: layout.ErrFileChanged}, exitFileChanged},
 		{"delta coverage", &layout.FileError{Path: "blobs/sha256/ab", Kind: layout.ErrDelta}, exitDelta},
+		{"sparse index", fmt.Errorf("bundle: %w", &unpack.SparseIndexError{Indexes: []unpack.SparseIndex{{Repository: "cgr.dev/chainguard/nginx"}}}), exitSparseIndex},
 		// a signature that could not be read is undecided, not refused
 		{"gave up inside a policy refusal", fmt.Errorf("%w; refused: %w", imageverify.ErrNoValidSignature, &remote.GaveUpError{Attempts: 3, Err: errors.New("503")}), exitGaveUp},
 	}

@@ -23,6 +23,8 @@ func registryFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "retry-max-time", Value: remote.DefaultMaxTime, Usage: "give up retrying an operation when the next try would start later than this after its first"},
 		&cli.DurationFlag{Name: "retry-backoff", Value: remote.DefaultBackoff, Usage: "wait before the first retry; doubled on each retry up to --retry-max-backoff, with jitter; a registry's Retry-After is honoured when longer"},
 		&cli.DurationFlag{Name: "retry-max-backoff", Value: remote.DefaultMaxBackoff, Usage: "longest wait between two tries (a Retry-After excepted)"},
+		&cli.Int64Flag{Name: "upload-chunk-threshold", Value: remote.DefaultChunkThreshold, Usage: "upload blobs of at least this many `BYTES` in chunks, resuming a broken upload where the registry's session stands; 0 uploads every blob in one request"},
+		&cli.Int64Flag{Name: "upload-chunk-size", Value: remote.DefaultChunkSize, Usage: "`BYTES` per chunk of a chunked upload (streamed, not held in memory)"},
 	}
 }
 
@@ -35,6 +37,14 @@ func registryClient(c *cli.Context) (*remote.Client, error) {
 		return nil, cli.Exit(fmt.Sprintf("%s: --retries must be at least 1 and the retry durations positive (got %d, %s, %s, %s)",
 			c.Command.Name, retry.Attempts, retry.MaxTime, retry.Backoff, retry.MaxBackoff), exitUsage)
 	}
+	upload := remote.UploadOptions{ChunkThreshold: c.Int64("upload-chunk-threshold"), ChunkSize: c.Int64("upload-chunk-size")}
+	if upload.ChunkThreshold < 0 || upload.ChunkSize <= 0 {
+		return nil, cli.Exit(fmt.Sprintf("%s: --upload-chunk-threshold must not be negative and --upload-chunk-size must be positive (got %d, %d)",
+			c.Command.Name, upload.ChunkThreshold, upload.ChunkSize), exitUsage)
+	}
+	if upload.ChunkThreshold == 0 {
+		upload.ChunkThreshold = -1 // none
+	}
 	return remote.NewClient(remote.Options{
 		PlainHTTP:             c.Bool("plain-http"),
 		CAFile:                c.String("ca-file"),
@@ -42,6 +52,7 @@ func registryClient(c *cli.Context) (*remote.Client, error) {
 		DockerConfig:          c.String("docker-config"),
 		UserAgent:             "petra-oci/" + version,
 		Retry:                 retry,
+		Upload:                upload,
 		Log:                   logger(c),
 	})
 }

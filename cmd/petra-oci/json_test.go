@@ -5,10 +5,17 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/petra-oci/petra-oci/bundle"
+	"github.com/petra-oci/petra-oci/pack"
+	"github.com/petra-oci/petra-oci/signing"
+	"github.com/petra-oci/petra-oci/unpack"
 )
 
 // TestVersionedJSON: apiVersion and kind lead every document, the result's own fields
@@ -87,5 +94,49 @@ func TestJSONKindsDocumented(t *testing.T) {
 	walk("", newApp(io.Discard, io.Discard).Commands)
 	if n < 5 {
 		t.Errorf("found %d commands with --output; the walk is broken", n)
+	}
+}
+
+// TestJSONKeysCamelCase: every key of the pack, unpack, verify and verify-blob
+// documents, nested objects included, is camelCase as the rest of the documents are
+// (graphcopy's stats and the signature once came out as BlobsCopied, Mode, KeyID).
+func TestJSONKeysCamelCase(t *testing.T) {
+	seen := map[reflect.Type]bool{}
+	var walk func(tp reflect.Type, path string)
+	walk = func(tp reflect.Type, path string) {
+		for tp.Kind() == reflect.Pointer || tp.Kind() == reflect.Slice || tp.Kind() == reflect.Array || tp.Kind() == reflect.Map {
+			tp = tp.Elem()
+		}
+		if tp.Kind() != reflect.Struct || seen[tp] {
+			return
+		}
+		seen[tp] = true
+		for i := range tp.NumField() {
+			f := tp.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			switch {
+			case name == "-":
+				continue
+			case name == "" && f.Anonymous:
+				walk(f.Type, path)
+				continue
+			case name == "":
+				name = f.Name
+			}
+			if unicode.IsUpper([]rune(name)[0]) || strings.ContainsAny(name, "_-") {
+				t.Errorf("%s.%s (field %s of %s) is not camelCase", path, name, f.Name, tp)
+			}
+			walk(f.Type, path+"."+name)
+		}
+	}
+	walk(reflect.TypeOf(pack.Result{}), "PackResult")
+	walk(reflect.TypeOf(unpack.Result{}), "UnpackResult")
+	walk(reflect.TypeOf(bundle.Report{}), "VerifyResult")
+	walk(reflect.TypeOf(signing.Result{}), "VerifyBlobResult")
+	if len(seen) < 10 {
+		t.Fatalf("walked %d types: the documents' types were not reached", len(seen))
 	}
 }

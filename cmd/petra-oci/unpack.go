@@ -65,7 +65,11 @@ the bundle series sequence (--state), every file, the graph of what it holds and
 that graph is pushed: the images the signed metadata lists, the children the bundle
 carries, and the attachments whose subject chain reaches them in their own repository;
 any other entry refuses the bundle (exit 26, or 27 when an entry's content does not
-match its kind, 28 for a name outside the distribution grammar or outside --to).
+match its kind, 28 for a name outside the distribution grammar or outside --to). A
+bundle packed with --platform carries an index without some of its children; most
+registries refuse such an index, so unpack refuses it first, naming the index and the
+children left out (exit 29), unless --allow-sparse-index (for a registry that accepts
+sparse indexes).
 
 The replay state (--state) is held locked for the whole run, so concurrent unpacks with
 the same state run one after the other. Once the content is pushed, the bundle and each
@@ -95,6 +99,7 @@ docs/evidence.md). Check it with:
 			outputFlag(),
 			&cli.BoolFlag{Name: "unsafe-skip-verify", Usage: "UNSAFE: push without verifying the bundle's signature, files and images (refuses verification flags given with it)"},
 			&cli.BoolFlag{Name: "allow-rollback", Usage: "let a tag move back to content from an older bundle (of any series) than the one that last set it"},
+			&cli.BoolFlag{Name: "allow-sparse-index", Usage: "push an index whose children the bundle does not all carry (pack --platform), for a registry that accepts sparse indexes; without it such a bundle is refused before anything is pushed (exit 29)"},
 			&cli.BoolFlag{Name: "require-evidence", Usage: "refuse the bundle, before pushing, unless every image and child carries pack's verification summary signed with the bundle key (--key), about its digest, PASSED, naming the pinned policy"},
 			&cli.StringFlag{Name: "emit-admission", Usage: "once everything is pushed, write the admission resources for --to to `OUTDIR`, as 'petra-oci admission' does (checked before the first push: a policy they cannot express refuses the bundle)"},
 			&cli.StringFlag{Name: "receipt", Usage: "once everything is pushed, write this side's signed receipt of what the destination repositories hold to `FILE` (signature beside it; docs/delta.md), for pack --since"},
@@ -121,6 +126,7 @@ docs/evidence.md). Check it with:
 				Concurrency: c.Int("concurrency"), Log: logger(c),
 				UnsafeSkipVerify: c.Bool("unsafe-skip-verify"),
 				RequireEvidence:  c.Bool("require-evidence"), Version: version,
+				AllowSparseIndex: c.Bool("allow-sparse-index"),
 			}
 			if opts.UnsafeSkipVerify {
 				for _, f := range c.Command.Flags {

@@ -66,6 +66,13 @@ type FaultOptions struct {
 	RetryAfter int
 	// TruncateAfter is where FaultTruncate cuts a body; 0 means 512 bytes.
 	TruncateAfter int64
+	// BreakEvery, when positive, models a link that breaks after so many bytes
+	// rather than per request: once the request bodies of the selected requests
+	// (Select) have carried a number of bytes drawn in [BreakEvery/2, 3·BreakEvery/2]
+	// (from the seed) since the last break, the body being sent is cut there. The
+	// registry sees it end early and the client gets 502; the next break is drawn
+	// afresh. Independent of Rate.
+	BreakEvery int64
 }
 
 // FaultCounts count what a FaultProxy did.
@@ -78,16 +85,23 @@ type FaultCounts struct {
 	Unavailable, TooMany, Dropped, TruncatedRequests, TruncatedResponses int
 	// Delayed counts the requests given latency.
 	Delayed int
+	// BodyBytes counts the request body bytes the proxy read from clients (forwarded
+	// or cut): what clients sent, resent bytes included.
+	BodyBytes int64
+	// UploadBodyBytes counts those of blob upload requests (BlobUpload).
+	UploadBodyBytes int64
+	// Breaks counts the bodies cut by BreakEvery.
+	Breaks int
 }
 
 // Injected is the number of faults injected (latency is not a fault).
 func (c FaultCounts) Injected() int {
-	return c.Unavailable + c.TooMany + c.Dropped + c.TruncatedRequests + c.TruncatedResponses
+	return c.Unavailable + c.TooMany + c.Dropped + c.TruncatedRequests + c.TruncatedResponses + c.Breaks
 }
 
 func (c FaultCounts) String() string {
-	return fmt.Sprintf("%d requests: %d faults (%d×503, %d×429, %d dropped, %d request bodies cut, %d responses cut), %d delayed",
-		c.Requests, c.Injected(), c.Unavailable, c.TooMany, c.Dropped, c.TruncatedRequests, c.TruncatedResponses, c.Delayed)
+	return fmt.Sprintf("%d requests: %d faults (%d×503, %d×429, %d dropped, %d request bodies cut, %d responses cut, %d link breaks), %d delayed, %d body bytes",
+		c.Requests, c.Injected(), c.Unavailable, c.TooMany, c.Dropped, c.TruncatedRequests, c.TruncatedResponses, c.Breaks, c.Delayed, c.BodyBytes)
 }
 
 // FaultProxy is a reverse proxy on 127.0.0.1 in front of a test registry that fails
@@ -108,6 +122,9 @@ type FaultProxy struct {
 	mu     sync.Mutex
 	seen   map[string]int
 	counts FaultCounts
+	// BreakEvery: bytes left before the link breaks, and the draws of the breaks
+	untilBreak int64
+	breaks     *rand.Rand
 }
 
 // StartFaultProxy starts a FaultProxy in front of target and stops it when the test
@@ -131,6 +148,10 @@ func StartFaultProxy(t testing.TB, target *Registry, opts FaultOptions) *FaultPr
 		t.Fatalf("registrytest: proxy target %q: %v", target.URL(), err)
 	}
 	p := &FaultProxy{Target: target, opts: opts, seen: map[string]int{}}
+	if opts.BreakEvery > 0 {
+		p.breaks = rand.New(rand.NewPCG(opts.Seed, 0xb7ea4))
+		p.untilBreak = p.nextBreak()
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
@@ -208,6 +229,10 @@ func (p *FaultProxy) draw(r *http.Request) *rand.Rand {
 // ServeHTTP implements http.Handler.
 func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rnd := p.draw(r)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, p: p, upload: BlobUpload(r),
+			breaks: p.opts.BreakEvery > 0 && (p.opts.Select == nil || p.opts.Select(r))}
+	}
 	if p.opts.Latency > 0 {
 		d := p.opts.Latency/2 + time.Duration(rnd.Int64N(int64(p.opts.Latency/2)+1))
 		p.count(func(c *FaultCounts) { c.Delayed++ })
@@ -258,6 +283,55 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		panic(fmt.Sprintf("registrytest: unknown fault %q", fault))
 	}
+}
+
+// countingBody counts what is read of a request body (FaultCounts.BodyBytes) and
+// breaks it where FaultOptions.BreakEvery says.
+type countingBody struct {
+	io.ReadCloser
+	p      *FaultProxy
+	upload bool
+	breaks bool
+	broken bool
+}
+
+var errLinkBroken = errors.New("registrytest: link broken (BreakEvery)")
+
+func (p *FaultProxy) nextBreak() int64 {
+	return p.opts.BreakEvery/2 + p.breaks.Int64N(p.opts.BreakEvery+1)
+}
+
+func (b *countingBody) Read(q []byte) (int, error) {
+	if b.broken {
+		return 0, errLinkBroken
+	}
+	if b.breaks {
+		b.p.mu.Lock()
+		left := b.p.untilBreak
+		b.p.mu.Unlock()
+		if int64(len(q)) > left {
+			q = q[:left]
+		}
+	}
+	k, err := b.ReadCloser.Read(q)
+	b.p.mu.Lock()
+	b.p.counts.BodyBytes += int64(k)
+	if b.upload {
+		b.p.counts.UploadBodyBytes += int64(k)
+	}
+	if b.breaks {
+		b.p.untilBreak -= int64(k)
+		if b.p.untilBreak <= 0 {
+			b.p.untilBreak = b.p.nextBreak()
+			b.p.counts.Breaks++
+			b.broken = true
+		}
+	}
+	b.p.mu.Unlock()
+	if b.broken {
+		return k, errLinkBroken
+	}
+	return k, err
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

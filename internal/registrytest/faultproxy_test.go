@@ -209,3 +209,31 @@ func TestSelectors(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultProxyBreakEvery: with BreakEvery, bodies are counted as read, and the
+// link breaks once [BreakEvery/2, 3·BreakEvery/2] body bytes went through since the
+// last break: a request whose body crosses that point gets a 502, the others pass.
+func TestFaultProxyBreakEvery(t *testing.T) {
+	r := Start(t, InProcess)
+	p := StartFaultProxy(t, r, FaultOptions{Seed: 1, BreakEvery: 3000})
+	c := plainClient()
+	body := bytes.Repeat([]byte("z"), 1000)
+	var got []string
+	for range 12 {
+		// an upload of 1000 bytes in one request (POST ?digest= is answered 201 or 202)
+		got = append(got, outcome(c, http.MethodPut, "http://"+p.Host+"/v2/f/x/blobs/uploads/x?digest="+digest.FromBytes(body).String(), body))
+	}
+	cnt := p.Counts()
+	broken := 0
+	for _, g := range got {
+		if strings.HasPrefix(g, "502") {
+			broken++
+		}
+	}
+	if cnt.Breaks < 2 || cnt.Breaks > 8 || broken != cnt.Breaks {
+		t.Errorf("12 bodies of 1000 bytes breaking every 1500-4500 bytes: %d breaks counted, %d answered 502 (%v)", cnt.Breaks, broken, got)
+	}
+	if cnt.BodyBytes == 0 || cnt.BodyBytes > 12000 || cnt.UploadBodyBytes != cnt.BodyBytes {
+		t.Errorf("body bytes %d, upload body bytes %d, want (0, 12000] and equal", cnt.BodyBytes, cnt.UploadBodyBytes)
+	}
+}

@@ -90,6 +90,24 @@ func (r *Registry) URL() string { return "http://" + r.Host }
 // When the test fails, the registry's log is written with t.Log.
 func Start(t testing.TB, k Kind) *Registry {
 	t.Helper()
+	return StartWith(t, k, StartOptions{})
+}
+
+// StartOptions configure a registry away from its defaults. The zero value is the
+// default configuration.
+type StartOptions struct {
+	// SparseIndexes makes the registry accept an index whose children it does not
+	// hold (distribution's validation.manifests.indexes.platforms: none). Only
+	// Distribution has the setting; the other kinds always refuse such an index.
+	SparseIndexes bool
+}
+
+// StartWith starts a registry as Start does, configured by opts.
+func StartWith(t testing.TB, k Kind, opts StartOptions) *Registry {
+	t.Helper()
+	if opts.SparseIndexes && k != Distribution {
+		t.Fatalf("registrytest: %s has no setting to accept sparse indexes", k)
+	}
 	r := &Registry{Kind: k, Dir: t.TempDir()}
 	switch k {
 	case InProcess:
@@ -107,7 +125,7 @@ func Start(t testing.TB, k Kind) *Registry {
 		bin := ToolPath(t, "registry")
 		r.startProcess(t, func(port int) (*exec.Cmd, error) {
 			cfg := filepath.Join(t.TempDir(), "config.yml")
-			if err := os.WriteFile(cfg, []byte(distributionConfig(r.Dir, port)), 0o600); err != nil {
+			if err := os.WriteFile(cfg, []byte(distributionConfig(r.Dir, port, opts)), 0o600); err != nil {
 				return nil, fmt.Errorf("writing distribution config: %w", err)
 			}
 			cmd := exec.Command(bin, "serve", cfg)
@@ -123,8 +141,17 @@ func Start(t testing.TB, k Kind) *Registry {
 
 // distributionConfig is the configuration of a distribution v3 registry storing in
 // dir and listening on 127.0.0.1:port. Index validation keeps its default ("all":
-// every child of a pushed index must already exist), like production registries.
-func distributionConfig(dir string, port int) string {
+// every child of a pushed index must already exist), like production registries,
+// unless opts.SparseIndexes.
+func distributionConfig(dir string, port int, opts StartOptions) string {
+	validation := ""
+	if opts.SparseIndexes {
+		validation = `validation:
+  manifests:
+    indexes:
+      platforms: none
+`
+	}
 	return fmt.Sprintf(`version: 0.1
 log:
   level: info
@@ -142,7 +169,7 @@ storage:
 http:
   addr: 127.0.0.1:%d
   secret: registrytest
-`, dir, port)
+`, dir, port) + validation
 }
 
 func (r *Registry) startInProcess(t testing.TB) {
