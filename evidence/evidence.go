@@ -192,7 +192,7 @@ const maxBundleBytes = 32 << 20
 // on their presence.
 func FormFor(ctx context.Context, f Fetcher, subject digest.Digest, atts []referrers.Attachment) (Form, error) {
 	for _, a := range atts {
-		if a.Subject != subject || a.Kind != oci.KindReferrer {
+		if a.Subject != subject || !a.Kind.IsReferrer() {
 			continue
 		}
 		ok, err := loadableBundle(ctx, f, a.Descriptor)

@@ -517,7 +517,7 @@ func writeReferrersIndexes(ctx context.Context, client *remote.Client, repo *ora
 	bySubject := map[digest.Digest][]ocispec.Descriptor{}
 	var order []digest.Digest
 	for _, n := range r.Attachments {
-		if n.Entry.Kind != oci.KindReferrer {
+		if !n.Entry.Kind.IsReferrer() {
 			continue
 		}
 		s := n.Entry.Subject

@@ -110,7 +110,7 @@ func newView(ctx context.Context, v *bundle.Verified, prefix string) (*view, err
 			if err := dst.tag(n.Entry.Tag, n.Descriptor(), r.Name); err != nil {
 				return nil, err
 			}
-			if n.Entry.Kind == oci.KindReferrer {
+			if n.Entry.Kind.IsReferrer() {
 				s := n.Entry.Subject
 				d := referrers.Descriptor(n.Descriptor(), n.Manifest)
 				if !slices.ContainsFunc(dst.referrers[s], func(x ocispec.Descriptor) bool { return x.Digest == d.Digest }) {
