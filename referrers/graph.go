@@ -100,6 +100,18 @@ func (img *Image) Tree() []*Node {
 	return out
 }
 
+// LeftOut counts the index children of the image's tree that the bundle does not
+// carry (a platform filter left them out).
+func (img *Image) LeftOut() int {
+	n := 0
+	for _, node := range img.Tree() {
+		if node.Manifest != nil && oci.IsIndex(node.Entry.Descriptor.MediaType) {
+			n += len(node.Manifest.Manifests) - len(node.Children)
+		}
+	}
+	return n
+}
+
 // AttachmentsOf returns every attachment reachable from nodes (what is attached to
 // them, and to that, …), subjects first.
 func AttachmentsOf(nodes []*Node) []*Node {

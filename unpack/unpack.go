@@ -457,7 +457,7 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 		opts.Log.Info("pushing image", "source", img.Entry.Name(), "to", dest)
 		if _, err := copier.Copy(ctx, store, img.Root.Descriptor(), present); err != nil {
 			pr.stats = copier.Stats()
-			if n := leftOut(img); n > 0 {
+			if n := img.LeftOut(); n > 0 {
 				err = fmt.Errorf("%w (the bundle leaves out %d children of index %s, by a platform filter: a registry that requires every child of an index to exist refuses it; distribution accepts it with validation.manifests.indexes.platforms: none)", err, n, img.Root.Entry.Descriptor.Digest)
 			}
 			return pr, err
@@ -603,17 +603,6 @@ func existingReferrers(ctx context.Context, repo *orasremote.Repository, tag str
 		return nil, err
 	}
 	return m.Manifests, nil
-}
-
-// leftOut counts the index children of an image's tree that the bundle does not carry.
-func leftOut(img *referrers.Image) int {
-	n := 0
-	for _, node := range img.Tree() {
-		if node.Manifest != nil && oci.IsIndex(node.Entry.Descriptor.MediaType) {
-			n += len(node.Manifest.Manifests) - len(node.Children)
-		}
-	}
-	return n
 }
 
 // pushTags moves one repository's tags: the cosign tags, subjects first, then the image
