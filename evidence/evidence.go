@@ -192,7 +192,7 @@ const maxBundleBytes = 32 << 20
 // on their presence.
 func FormFor(ctx context.Context, f Fetcher, subject digest.Digest, atts []referrers.Attachment) (Form, error) {
 	for _, a := range atts {
-		if a.Subject != subject || a.Kind != oci.KindReferrer {
+		if a.Subject != subject || !a.Kind.IsReferrer() {
 			continue
 		}
 		ok, err := loadableBundle(ctx, f, a.Descriptor)
@@ -323,26 +323,20 @@ const payloadTypeInToto = "application/vnd.in-toto+json"
 // pushBundleReferrer writes bundle (a Sigstore bundle v0.3 with the DSSE envelope)
 // as an OCI referrer of root, the way cosign v3 writes attestations.
 func pushBundleReferrer(ctx context.Context, t Target, root ocispec.Descriptor, predicateType string, bundle []byte) (referrers.Attachment, error) {
-	subject := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
-	empty, err := t.PushBytes(ctx, ocispec.MediaTypeEmptyJSON, []byte("{}"))
+	// cosign's form: one untitled bundle layer (a standard verifier reads it as is)
+	a, err := referrers.NewArtifact(root, oci.MediaTypeSigstoreBundle03,
+		referrers.ArtifactOptions{
+			Annotations:   map[string]string{annotationBundleContent: "dsse-envelope", annotationBundlePredicateType: predicateType},
+			UntitledFiles: true,
+		},
+		referrers.File{MediaType: oci.MediaTypeSigstoreBundle03, Data: bundle})
 	if err != nil {
 		return referrers.Attachment{}, err
 	}
-	bundleLayer, err := t.PushBytes(ctx, oci.MediaTypeSigstoreBundle03, bundle)
-	if err != nil {
+	if _, err := a.Push(ctx, t); err != nil {
 		return referrers.Attachment{}, err
 	}
-	ann := map[string]string{annotationBundleContent: "dsse-envelope", annotationBundlePredicateType: predicateType}
-	refDesc, err := pushManifest(ctx, t, ocispec.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
-		ArtifactType: oci.MediaTypeSigstoreBundle03, Config: empty, Layers: []ocispec.Descriptor{bundleLayer},
-		Subject: &subject, Annotations: ann,
-	})
-	if err != nil {
-		return referrers.Attachment{}, err
-	}
-	refDesc.ArtifactType, refDesc.Annotations = oci.MediaTypeSigstoreBundle03, ann
-	return referrers.Attachment{Subject: root.Digest, Descriptor: refDesc, Kind: oci.KindReferrer}, nil
+	return a.Attachment(), nil
 }
 
 // pushAtt writes the cosign .att manifest of root: the layers of att (the image's

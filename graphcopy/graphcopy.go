@@ -197,24 +197,27 @@ func (c *Copier) copyManifest(ctx context.Context, src Source, desc ocispec.Desc
 	}
 	visit(Node{Descriptor: desc, Manifest: m, Parent: parent, Position: position})
 
+	// the successors of oci.Manifest.Successors, but the subject: a tree is copied
+	// down, and what it is attached to is copied before it, by the caller's order
 	g, gctx := newGroup(ctx)
-	if oci.IsIndex(desc.MediaType) {
-		for i, child := range m.Manifests {
+	nth := 0 // the child's place in the index's manifests
+	for _, e := range m.Successors() {
+		child := e.Descriptor
+		switch e.Kind {
+		case oci.EdgeSubject:
+			continue
+		case oci.EdgeManifest:
+			i := nth
+			nth++
 			if include != nil && !include(child) {
 				continue
 			}
-			g.Go(func() error {
-				if oci.IsManifest(child.MediaType) {
-					return c.copyManifest(gctx, src, child, &desc, i, include, write, visit)
-				}
-				if !write {
-					return nil
-				}
-				return c.copyBlob(gctx, src, child)
-			})
+			if oci.IsManifest(child.MediaType) {
+				g.Go(func() error { return c.copyManifest(gctx, src, child, &desc, i, include, write, visit) })
+				continue
+			}
 		}
-	} else if write {
-		for _, child := range m.Children() {
+		if write {
 			g.Go(func() error { return c.copyBlob(gctx, src, child) })
 		}
 	}

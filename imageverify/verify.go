@@ -183,7 +183,11 @@ func checkChildren(ctx context.Context, f Fetcher, img Image) error {
 		if err != nil {
 			return err
 		}
-		for _, c := range m.Manifests {
+		for _, e := range m.Successors() {
+			if e.Kind != oci.EdgeManifest {
+				continue
+			}
+			c := e.Descriptor
 			if listed[c.Digest] {
 				continue
 			}

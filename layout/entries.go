@@ -44,7 +44,7 @@ func AttachmentEntry(desc ocispec.Descriptor, kind oci.Kind, repository, tag str
 
 // Name returns the full source name of an image entry: host/path:tag, or host/path@digest.
 func (e Entry) Name() string {
-	if e.Tag != "" && e.Kind == oci.KindImage {
+	if e.Tag != "" && e.Kind.IsImage() {
 		return e.Repository + ":" + e.Tag
 	}
 	return e.Repository + "@" + e.Descriptor.Digest.String()
@@ -62,18 +62,18 @@ func (e Entry) IndexDescriptor() ocispec.Descriptor {
 	}
 	ann[oci.AnnotationKind] = string(e.Kind)
 	ann[oci.AnnotationRepository] = e.Repository
-	switch e.Kind {
-	case oci.KindImage:
+	switch {
+	case e.Kind.IsImage():
 		if e.Tag != "" {
 			ann[oci.AnnotationTag] = e.Tag
 			ann[ocispec.AnnotationRefName] = e.Name()
 		}
 		ann[oci.AnnotationContainerdName] = e.Name()
-	case oci.KindReferrer:
+	case e.Kind.IsReferrer():
 		ann[oci.AnnotationSubject] = e.Subject.String()
-	case oci.KindChild:
-		// untagged: a child is addressed by its digest only
-	default:
+	case !e.Kind.HasSubject():
+		// a child, untagged: addressed by its digest only
+	default: // tag-scheme and derived: named by their tag
 		ann[oci.AnnotationSubject] = e.Subject.String()
 		ann[ocispec.AnnotationRefName] = e.Tag
 	}
@@ -92,31 +92,29 @@ func ParseEntry(d ocispec.Descriptor) (Entry, error) {
 	if !strings.Contains(e.Repository, "/") || strings.ContainsAny(e.Repository, " \t\n@") {
 		return bad("repository %q", e.Repository)
 	}
-	switch e.Kind {
-	case oci.KindImage:
+	switch {
+	case !e.Kind.Known():
+		return bad("unknown kind %q", e.Kind)
+	case e.Kind.IsImage():
 		e.Tag = ann[oci.AnnotationTag]
-	case oci.KindChild:
-		// no tag, no subject
-	case oci.KindReferrer, oci.KindCosignSig, oci.KindCosignAtt, oci.KindCosignSBOM, oci.KindReferrersIndex:
+	case e.Kind.HasSubject():
 		s, err := digest.Parse(ann[oci.AnnotationSubject])
 		if err != nil {
 			return bad("subject %q: %v", ann[oci.AnnotationSubject], err)
 		}
 		e.Subject = s
-		if e.Kind != oci.KindReferrer {
+		if !e.Kind.IsReferrer() {
 			e.Tag = ann[ocispec.AnnotationRefName]
 			want := oci.ReferrersTag(s)
-			for _, suf := range oci.CosignSuffixes {
-				if suf.Kind == e.Kind {
-					want = oci.CosignTag(s, suf.Suffix)
-				}
+			if suf, ok := e.Kind.TagSuffix(); ok {
+				want = oci.CosignTag(s, suf)
 			}
 			if e.Tag != want {
 				return bad("%s tag %q, want %q", e.Kind, e.Tag, want)
 			}
 		}
 	default:
-		return bad("unknown kind %q", e.Kind)
+		// a child: no tag, no subject
 	}
 	e.Descriptor.Annotations = ownAnnotations(d.Annotations, e.Kind)
 	return e, nil
@@ -131,7 +129,7 @@ func ownAnnotations(ann map[string]string, kind oci.Kind) map[string]string {
 		case oci.AnnotationKind, oci.AnnotationRepository, oci.AnnotationTag, oci.AnnotationSubject:
 			continue
 		case ocispec.AnnotationRefName, oci.AnnotationContainerdName:
-			if kind != oci.KindReferrer {
+			if !kind.IsReferrer() {
 				continue
 			}
 		}
@@ -158,16 +156,16 @@ func ParseEntries(idx ocispec.Index) ([]Entry, error) {
 
 // key identifies an entry for merging: a re-pack replaces an entry with the same key.
 func (e Entry) key() string {
-	switch e.Kind {
-	case oci.KindImage:
+	switch {
+	case e.Kind.IsImage():
 		if e.Tag != "" {
 			return "image " + e.Repository + ":" + e.Tag
 		}
-	case oci.KindReferrer:
+	case e.Kind.IsReferrer():
 		return "referrer " + e.Repository + " " + e.Subject.String() + " " + e.Descriptor.Digest.String()
-	case oci.KindChild:
-		return "child " + e.Repository + " " + e.Descriptor.Digest.String()
-	default:
+	case !e.Kind.HasSubject():
+		return string(e.Kind) + " " + e.Repository + " " + e.Descriptor.Digest.String()
+	default: // tagged by subject: a re-pack replaces it
 		return string(e.Kind) + " " + e.Repository + " " + e.Tag
 	}
 	return "image " + e.Repository + "@" + e.Descriptor.Digest.String()
@@ -181,7 +179,7 @@ func Merge(old, add []Entry) []Entry {
 	var out []Entry
 	for _, list := range [][]Entry{old, add} {
 		for _, e := range list {
-			if e.Kind == oci.KindReferrersIndex {
+			if e.Kind.IsDerived() {
 				continue
 			}
 			k := e.key()

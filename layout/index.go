@@ -95,10 +95,14 @@ func NewIndex(entries []ocispec.Descriptor) ocispec.Index {
 	}
 }
 
-var kindRank = map[string]int{
-	string(oci.KindImage): 0, string(oci.KindChild): 1, string(oci.KindCosignSig): 2, string(oci.KindCosignAtt): 3,
-	string(oci.KindCosignSBOM): 4, string(oci.KindReferrer): 5, string(oci.KindReferrersIndex): 6,
-}
+// kindRank is each kind's place in index.json: the order of oci.Kinds.
+var kindRank = func() map[string]int {
+	m := make(map[string]int, len(oci.Kinds))
+	for i, k := range oci.Kinds {
+		m[string(k)] = i
+	}
+	return m
+}()
 
 // SortEntries orders index.json entries stably: images first, then their children, cosign
 // artifacts, referrers and referrer indexes; within a kind by repository, name and digest.

@@ -372,13 +372,22 @@ func (p *Pinned) coverage(ctx context.Context, m *Metadata) (entries, manifests 
 		if err != nil {
 			return &FileError{Path: rel, Kind: oci.ErrInvalid, Err: err}
 		}
-		for _, c := range man.Children() {
-			if err := walk(c, rel, oci.IsIndex(d.MediaType)); err != nil {
-				return err
+		// children first, then the subject (the order fixes which error a bundle broken
+		// twice gets; conformance pins it)
+		succ := man.Successors()
+		for _, pass := range []bool{true, false} {
+			for _, e := range succ {
+				if e.IsChild() != pass {
+					continue
+				}
+				from := rel
+				if e.Kind == oci.EdgeSubject {
+					from += " (subject)"
+				}
+				if err := walk(e.Descriptor, from, e.Optional()); err != nil {
+					return err
+				}
 			}
-		}
-		if man.Subject != nil {
-			return walk(*man.Subject, rel+" (subject)", true)
 		}
 		return nil
 	}

@@ -36,30 +36,81 @@ func ParseManifest(desc ocispec.Descriptor, b []byte) (*Manifest, error) {
 	} else if len(m.Manifests) > 0 {
 		return nil, fmt.Errorf("%w: manifest %s has manifests", ErrInvalid, desc.Digest)
 	}
-	for _, d := range m.Children() {
-		if err := ValidateDescriptor(d); err != nil {
+	for _, e := range m.Successors() {
+		if err := ValidateDescriptor(e.Descriptor); err != nil {
+			if e.Kind == EdgeSubject {
+				return nil, fmt.Errorf("manifest %s subject: %w", desc.Digest, err)
+			}
 			return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
-		}
-	}
-	if m.Subject != nil {
-		if err := ValidateDescriptor(*m.Subject); err != nil {
-			return nil, fmt.Errorf("manifest %s subject: %w", desc.Digest, err)
 		}
 	}
 	return &m, nil
 }
 
-// Children returns what the manifest points down to: an index's manifests, or a
-// manifest's config and layers. The subject is not a child.
-func (m *Manifest) Children() []ocispec.Descriptor {
+// EdgeKind says how a manifest points at a successor.
+type EdgeKind uint8
+
+const (
+	// EdgeSubject is the manifest's subject: what it is attached to.
+	EdgeSubject EdgeKind = iota + 1
+	// EdgeConfig is an image manifest's config blob.
+	EdgeConfig
+	// EdgeLayer is one of an image manifest's layers.
+	EdgeLayer
+	// EdgeManifest is one of an index's manifests (its children).
+	EdgeManifest
+)
+
+// Edge is one successor of a manifest and how it is reached.
+type Edge struct {
+	Kind       EdgeKind
+	Descriptor ocispec.Descriptor
+}
+
+// IsChild reports whether the edge points down (config, layer, index child), not
+// across to a subject.
+func (e Edge) IsChild() bool { return e.Kind != EdgeSubject }
+
+// Optional reports whether a bundle may lack the edge's target: an index child (a
+// platform filter leaves some out) or a subject (an attachment's subject may live
+// elsewhere). A config or layer is never optional: without it the manifest is
+// incomplete.
+func (e Edge) Optional() bool { return e.Kind == EdgeManifest || e.Kind == EdgeSubject }
+
+// Successors returns every descriptor m points at, the one definition of the graph's
+// edges that every walk of petra-oci uses (after oras-go's content.Successors): the
+// subject first when there is one, then an index's manifests, or a manifest's config
+// and layers, in manifest order.
+func (m *Manifest) Successors() []Edge {
+	out := make([]Edge, 0, 2+len(m.Layers)+len(m.Manifests))
+	if m.Subject != nil {
+		out = append(out, Edge{Kind: EdgeSubject, Descriptor: *m.Subject})
+	}
 	if len(m.Manifests) > 0 {
-		return m.Manifests
+		for _, d := range m.Manifests {
+			out = append(out, Edge{Kind: EdgeManifest, Descriptor: d})
+		}
+		return out
 	}
-	var out []ocispec.Descriptor
 	if m.Config != nil {
-		out = append(out, *m.Config)
+		out = append(out, Edge{Kind: EdgeConfig, Descriptor: *m.Config})
 	}
-	return append(out, m.Layers...)
+	for _, d := range m.Layers {
+		out = append(out, Edge{Kind: EdgeLayer, Descriptor: d})
+	}
+	return out
+}
+
+// Children returns what the manifest points down to: its successors without the
+// subject (an index's manifests, or a manifest's config and layers).
+func (m *Manifest) Children() []ocispec.Descriptor {
+	var out []ocispec.Descriptor
+	for _, e := range m.Successors() {
+		if e.IsChild() {
+			out = append(out, e.Descriptor)
+		}
+	}
+	return out
 }
 
 // Type returns the artifact type: artifactType, else the config media type.

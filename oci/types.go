@@ -2,6 +2,7 @@ package oci
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -66,14 +67,59 @@ const (
 // find the child as a manifest, as they find every manifest of a layout oras itself
 // writes. Children are copied with their image, never on their own.
 
+// Kinds lists every kind, in the order index.json lists entries: images, their
+// children, cosign's tag-scheme artifacts, referrers, derived referrers indexes.
+var Kinds = []Kind{KindImage, KindChild, KindCosignSig, KindCosignAtt, KindCosignSBOM, KindReferrer, KindReferrersIndex}
+
+// The predicates below are the one place that says what each kind is; consumers ask
+// them rather than compare kinds, so that a new kind is classified here once.
+
+// Known reports whether k is one of Kinds.
+func (k Kind) Known() bool { return slices.Contains(Kinds, k) }
+
+// IsImage reports whether k is a root image packed from a reference.
+func (k Kind) IsImage() bool { return k == KindImage }
+
+// IsChild reports whether k is a child manifest of a packed image index.
+func (k Kind) IsChild() bool { return k == KindChild }
+
+// IsTree reports whether k is a manifest of an image's tree: the image itself or one
+// of its children (at any depth), copied with the image, never on its own.
+func (k Kind) IsTree() bool { return k.IsImage() || k.IsChild() }
+
 // IsAttachment reports whether k is a manifest attached to a subject (an OCI referrer
 // or one of cosign's tag-scheme kinds). Referrers indexes are derived, not attachments.
-func (k Kind) IsAttachment() bool {
-	switch k {
-	case KindReferrer, KindCosignSig, KindCosignAtt, KindCosignSBOM:
-		return true
+func (k Kind) IsAttachment() bool { return k.IsReferrer() || k.IsTagScheme() }
+
+// IsReferrer reports whether k is an OCI 1.1 referrer: a manifest whose subject field
+// names what it is attached to, listed by the referrers API (and untagged).
+func (k Kind) IsReferrer() bool { return k == KindReferrer }
+
+// IsTagScheme reports whether k is one of cosign's tag-scheme artifacts: an image
+// manifest with a plain config, found by its tag sha256-<hex>.<suffix> (TagSuffix),
+// not by a subject field.
+func (k Kind) IsTagScheme() bool {
+	_, ok := k.TagSuffix()
+	return ok
+}
+
+// IsDerived reports whether k is derived from other entries (a referrers tag schema
+// index): carried for tools that read layouts, never pushed (a registry keeps its own).
+func (k Kind) IsDerived() bool { return k == KindReferrersIndex }
+
+// HasSubject reports whether an entry of kind k belongs to a subject digest
+// (attachments and derived referrers indexes).
+func (k Kind) HasSubject() bool { return k.IsAttachment() || k.IsDerived() }
+
+// TagSuffix returns the cosign tag suffix of a tag-scheme kind (".sig", ".att",
+// ".sbom"); ok is false for every other kind.
+func (k Kind) TagSuffix() (suffix string, ok bool) {
+	for _, s := range CosignSuffixes {
+		if s.Kind == k {
+			return s.Suffix, true
+		}
 	}
-	return false
+	return "", false
 }
 
 // CosignSuffixes maps each cosign tag-scheme suffix to its kind, in discovery order.

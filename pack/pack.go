@@ -320,7 +320,7 @@ func Pack(ctx context.Context, opts Options) (*Result, error) {
 		})
 	}
 	for _, e := range old {
-		if e.Kind == oci.KindImage && !packedNow(res.Images, e) {
+		if e.Kind.IsImage() && !packedNow(res.Images, e) {
 			seal.Images = append(seal.Images, layout.MetadataImage{
 				Source: e.Name(), Repository: e.Repository, Tag: e.Tag, Digest: e.Descriptor.Digest, MediaType: e.Descriptor.MediaType,
 			})
@@ -612,7 +612,7 @@ func copyAttachment(ctx context.Context, copier *graphcopy.Copier, repo *orasrem
 	if err != nil {
 		return a, fmt.Errorf("copying %s %s of %s: %w", a.Kind, a.Descriptor.Digest, a.Subject, err)
 	}
-	if a.Kind == oci.KindReferrer {
+	if a.Kind.IsReferrer() {
 		a.Descriptor = referrers.Descriptor(a.Descriptor, anodes[0].Manifest)
 	} else {
 		a.Descriptor = ocispec.Descriptor{MediaType: a.Descriptor.MediaType, Digest: a.Descriptor.Digest, Size: a.Descriptor.Size}

@@ -100,6 +100,35 @@ func (img *Image) Tree() []*Node {
 	return out
 }
 
+// LeftOut counts the index children of the image's tree that the bundle does not
+// carry (a platform filter left them out).
+func (img *Image) LeftOut() int {
+	n := 0
+	for _, node := range img.Tree() {
+		n += len(node.LeftOut())
+	}
+	return n
+}
+
+// LeftOut returns the children an index node names that the bundle does not carry,
+// in the index's order (nil for a manifest that is no index, or a whole index).
+func (n *Node) LeftOut() []ocispec.Descriptor {
+	if n.Manifest == nil || !oci.IsIndex(n.Entry.Descriptor.MediaType) || len(n.Children) == len(n.Manifest.Manifests) {
+		return nil
+	}
+	have := make(map[digest.Digest]bool, len(n.Children))
+	for _, c := range n.Children {
+		have[c.Entry.Descriptor.Digest] = true
+	}
+	var out []ocispec.Descriptor
+	for _, c := range n.Manifest.Manifests {
+		if !have[c.Digest] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // AttachmentsOf returns every attachment reachable from nodes (what is attached to
 // them, and to that, …), subjects first.
 func AttachmentsOf(nodes []*Node) []*Node {
@@ -171,7 +200,7 @@ func Build(ctx context.Context, s Store, entries []layout.Entry, opts BuildOptio
 	}
 	// 1. images and their trees
 	for _, e := range entries {
-		if e.Kind != oci.KindImage {
+		if !e.Kind.IsImage() {
 			continue
 		}
 		r := repo(e.Repository)
@@ -186,7 +215,7 @@ func Build(ctx context.Context, s Store, entries []layout.Entry, opts BuildOptio
 	pending := map[string]map[digest.Digest][]layout.Entry{} // repo -> subject -> entries
 	for _, e := range entries {
 		switch {
-		case e.Kind == oci.KindChild:
+		case e.Kind.IsChild():
 			r := repos[e.Repository]
 			if r == nil || r.tree[e.Descriptor.Digest] == nil {
 				return nil, fmt.Errorf("%w: index.json child entry %s in %s is no child of an image of that repository the bundle carries", ErrOrphan, e.Descriptor.Digest, e.Repository)
@@ -196,7 +225,7 @@ func Build(ctx context.Context, s Store, entries []layout.Entry, opts BuildOptio
 				pending[e.Repository] = map[digest.Digest][]layout.Entry{}
 			}
 			pending[e.Repository][e.Subject] = append(pending[e.Repository][e.Subject], e)
-		case e.Kind == oci.KindReferrersIndex, e.Kind == oci.KindImage:
+		case e.Kind.IsDerived(), e.Kind.IsImage():
 		default:
 			return nil, fmt.Errorf("%w: index.json entry %s in %s has kind %q", ErrKindMismatch, e.Descriptor.Digest, e.Repository, e.Kind)
 		}
@@ -238,7 +267,7 @@ func Build(ctx context.Context, s Store, entries []layout.Entry, opts BuildOptio
 	}
 	// 3. referrers tag schema indexes: derived, but only for subjects in the graph
 	for _, e := range entries {
-		if e.Kind != oci.KindReferrersIndex {
+		if !e.Kind.IsDerived() {
 			continue
 		}
 		r := repos[e.Repository]
@@ -323,7 +352,7 @@ func (b *builder) manifest(desc ocispec.Descriptor, what string) (*oci.Manifest,
 // tree reads an image and every descendant the store holds into r.tree.
 func (b *builder) tree(r *Repo, e layout.Entry) (*Node, error) {
 	if n := r.tree[e.Descriptor.Digest]; n != nil {
-		if n.Entry.Kind != oci.KindImage {
+		if !n.Entry.Kind.IsImage() {
 			n.Entry = e // a child listed as an image too: the image entry names it
 		}
 		return n, nil
@@ -395,8 +424,8 @@ func (b *builder) checkKind(e layout.Entry, m *oci.Manifest) error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s %s in %s (attached to %s): %s", ErrKindMismatch, e.Kind, e.Descriptor.Digest, e.Repository, e.Subject, fmt.Sprintf(format, a...))
 	}
-	switch e.Kind {
-	case oci.KindReferrer:
+	switch {
+	case e.Kind.IsReferrer():
 		if m.Subject == nil || m.Subject.Digest != e.Subject {
 			got := "no subject"
 			if m.Subject != nil {
@@ -477,7 +506,7 @@ func ReferrersBySubject(entries []layout.Entry) []SubjectReferrers {
 	at := map[digest.Digest]int{}
 	var out []SubjectReferrers
 	for _, e := range entries {
-		if e.Kind != oci.KindReferrer {
+		if !e.Kind.IsReferrer() {
 			continue
 		}
 		i, ok := at[e.Subject]

@@ -153,8 +153,19 @@ func TestBuildGraphPlatformFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tree := g.Repositories()[0].Images[0].Tree(); len(tree) != 2 {
+	img := g.Repositories()[0].Images[0]
+	if tree := img.Tree(); len(tree) != 2 {
 		t.Fatalf("tree of %d nodes, want 2 (%s left out)", len(tree), rel)
+	}
+	if n := img.LeftOut(); n != 1 {
+		t.Errorf("LeftOut() = %d, want 1", n)
+	}
+	whole, err := Build(context.Background(), f.l, f.entries, BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := whole.Repositories()[0].Images[0].LeftOut(); n != 0 {
+		t.Errorf("LeftOut() of the whole image = %d, want 0", n)
 	}
 }
 

@@ -175,20 +175,11 @@ func sparseIndexes(g *referrers.Graph) []SparseIndex {
 		for _, img := range r.Images {
 			for _, node := range img.Tree() {
 				d := node.Entry.Descriptor.Digest
-				if node.Manifest == nil || !oci.IsIndex(node.Entry.Descriptor.MediaType) || seen[r.Name+"@"+d.String()] {
+				if seen[r.Name+"@"+d.String()] {
 					continue
 				}
 				seen[r.Name+"@"+d.String()] = true
-				have := map[digest.Digest]bool{}
-				for _, c := range node.Children {
-					have[c.Entry.Descriptor.Digest] = true
-				}
-				var missing []ocispec.Descriptor
-				for _, c := range node.Manifest.Manifests {
-					if !have[c.Digest] {
-						missing = append(missing, c)
-					}
-				}
+				missing := node.LeftOut()
 				if len(missing) > 0 {
 					out = append(out, SparseIndex{Repository: r.Name, Index: d, Missing: missing})
 				}
@@ -706,7 +697,7 @@ func pushContent(ctx context.Context, opts Options, store referrers.Store, repo 
 		opts.Log.Info("pushing image", "source", img.Entry.Name(), "to", dest)
 		if _, err := copier.Copy(ctx, store, img.Root.Descriptor(), present); err != nil {
 			pr.stats = copier.Stats()
-			if n := leftOut(img); n > 0 {
+			if n := img.LeftOut(); n > 0 {
 				err = fmt.Errorf("%w (the bundle leaves out %d children of index %s, by a platform filter, and --allow-sparse-index pushed it: a registry that requires every child of an index to exist refuses it; distribution accepts it with validation.manifests.indexes.platforms: none)", err, n, img.Root.Entry.Descriptor.Digest)
 			}
 			return pr, err
@@ -762,7 +753,7 @@ func writeReferrersIndexes(ctx context.Context, client *remote.Client, pr *pushe
 	bySubject := map[digest.Digest][]ocispec.Descriptor{}
 	var order []digest.Digest
 	for _, n := range r.Attachments {
-		if n.Entry.Kind != oci.KindReferrer {
+		if !n.Entry.Kind.IsReferrer() {
 			continue
 		}
 		s := n.Entry.Subject
@@ -854,17 +845,6 @@ func existingReferrers(ctx context.Context, repo *orasremote.Repository, tag str
 		return nil, err
 	}
 	return m.Manifests, nil
-}
-
-// leftOut counts the index children of an image's tree that the bundle does not carry.
-func leftOut(img *referrers.Image) int {
-	n := 0
-	for _, node := range img.Tree() {
-		if node.Manifest != nil && oci.IsIndex(node.Entry.Descriptor.MediaType) {
-			n += len(node.Manifest.Manifests) - len(node.Children)
-		}
-	}
-	return n
 }
 
 // pushTags moves one repository's tags: on a registry without the referrers API the

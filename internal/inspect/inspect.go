@@ -95,7 +95,7 @@ func artifacts(nodes []*referrers.Node) []Artifact {
 		e, m := n.Entry, n.Manifest
 		a := Artifact{Kind: e.Kind, Digest: e.Descriptor.Digest, MediaType: e.Descriptor.MediaType,
 			ArtifactType: m.Type(), Size: e.Descriptor.Size, Tag: e.Tag, Attachments: artifacts(n.Attached)}
-		if e.Kind != oci.KindReferrer && len(m.Layers) > 0 {
+		if e.Kind.IsTagScheme() && len(m.Layers) > 0 {
 			// cosign manifests carry a plain image config: what they hold is the layer type
 			a.ArtifactType = m.Layers[0].MediaType
 		}

@@ -388,44 +388,8 @@ func (p *plan) build(ctx context.Context, want *ocispec.Platform, res *Result) e
 // addAttachment adds an attachment manifest with everything it points down to that
 // the bundle holds (an attached index's children may be left out).
 func (p *plan) addAttachment(ctx context.Context, n *referrers.Node, add func(ocispec.Descriptor) error) error {
-	seen := map[digest.Digest]bool{}
-	var walk func(d ocispec.Descriptor, m *oci.Manifest) error
-	walk = func(d ocispec.Descriptor, m *oci.Manifest) error {
-		if seen[d.Digest] {
-			return nil
-		}
-		seen[d.Digest] = true
-		if err := add(d); err != nil {
-			return err
-		}
-		if !oci.IsIndex(d.MediaType) {
-			for _, c := range m.Children() {
-				if err := add(c); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		for _, c := range m.Manifests {
-			bare := ocispec.Descriptor{MediaType: c.MediaType, Digest: c.Digest, Size: c.Size}
-			ok, err := p.v.Store.Exists(ctx, bare)
-			if err != nil {
-				return fmt.Errorf("child %s of attached index %s: %w", c.Digest, d.Digest, err)
-			}
-			if !ok || !oci.IsManifest(c.MediaType) {
-				continue
-			}
-			cm, err := readManifest(ctx, p.v.Store, bare)
-			if err != nil {
-				return fmt.Errorf("child of attached index %s: %w", d.Digest, err)
-			}
-			if err := walk(bare, cm); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return walk(n.Descriptor(), n.Manifest)
+	w := referrers.Down{Store: p.v.Store}
+	return w.Walk(ctx, n.Descriptor(), n.Manifest, func(d ocispec.Descriptor, _ *oci.Manifest) error { return add(d) })
 }
 
 // attachmentDescriptor is the index.json entry of an attachment: no name containerd

@@ -292,7 +292,7 @@ func (rd *reader) evidence(attached []*referrers.Node) ([]SBOM, []Scan, error) {
 	var scans []Scan
 	for _, n := range attached {
 		e, m := n.Entry, n.Manifest
-		if e.Kind != oci.KindReferrer {
+		if !e.Kind.IsReferrer() {
 			continue
 		}
 		switch m.Type() {

@@ -94,7 +94,7 @@ func newView(ctx context.Context, v *bundle.Verified, prefix string) (*view, err
 			vw.repos[ref.Repository] = dst
 			vw.names = append(vw.names, ref.Repository)
 		}
-		w := walker{ctx: ctx, store: v.Store, parsed: parsed, dst: dst}
+		w := walker{ctx: ctx, down: referrers.Down{Store: v.Store, Parsed: parsed}, dst: dst}
 		for _, img := range r.Images {
 			if err := w.walk(img.Root.Descriptor()); err != nil {
 				return nil, fmt.Errorf("%s@%s: %w", r.Name, img.Entry.Descriptor.Digest, err)
@@ -110,7 +110,7 @@ func newView(ctx context.Context, v *bundle.Verified, prefix string) (*view, err
 			if err := dst.tag(n.Entry.Tag, n.Descriptor(), r.Name); err != nil {
 				return nil, err
 			}
-			if n.Entry.Kind == oci.KindReferrer {
+			if n.Entry.Kind.IsReferrer() {
 				s := n.Entry.Subject
 				d := referrers.Descriptor(n.Descriptor(), n.Manifest)
 				if !slices.ContainsFunc(dst.referrers[s], func(x ocispec.Descriptor) bool { return x.Digest == d.Digest }) {
@@ -166,59 +166,24 @@ func (r *repo) tag(tag string, desc ocispec.Descriptor, source string) error {
 }
 
 // walker collects the manifests and blobs reachable from a root that the verified
-// store holds, as unpack copies them (index children left out by a platform filter
-// are skipped; a manifest's config and layers are all there, the graph checked it).
+// store holds, as unpack copies them (referrers.Down: index children left out by a
+// platform filter are skipped; a manifest's config and layers are all there, the
+// graph checked it).
 type walker struct {
-	ctx    context.Context
-	store  referrers.Store
-	parsed map[digest.Digest]*oci.Manifest
-	dst    *repo
+	ctx  context.Context
+	down referrers.Down
+	dst  *repo
 }
 
 func (w *walker) walk(desc ocispec.Descriptor) error {
-	if _, ok := w.dst.manifests[desc.Digest]; ok {
+	return w.down.Walk(w.ctx, desc, nil, func(d ocispec.Descriptor, m *oci.Manifest) error {
+		if m != nil {
+			w.dst.manifests[d.Digest] = d
+		} else {
+			w.dst.blobs[d.Digest] = d
+		}
 		return nil
-	}
-	if err := w.ctx.Err(); err != nil {
-		return err
-	}
-	bare := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
-	m := w.parsed[desc.Digest]
-	if m == nil {
-		rc, err := w.store.Fetch(w.ctx, bare)
-		if err != nil {
-			return err
-		}
-		b, err := oci.ReadAllVerified(rc, bare, oci.MaxManifestBytes)
-		if err != nil {
-			return err
-		}
-		if m, err = oci.ParseManifest(bare, b); err != nil {
-			return err
-		}
-		w.parsed[desc.Digest] = m
-	}
-	w.dst.manifests[desc.Digest] = bare
-	for _, c := range m.Children() {
-		ok, err := w.store.Exists(w.ctx, c)
-		if err != nil {
-			return fmt.Errorf("child %s: %w", c.Digest, err)
-		}
-		if !ok {
-			if oci.IsIndex(desc.MediaType) {
-				continue // left out by a platform filter
-			}
-			return fmt.Errorf("%w: %s names blob %s, which the bundle does not hold", oci.ErrNotFound, desc.Digest, c.Digest)
-		}
-		if oci.IsIndex(desc.MediaType) && oci.IsManifest(c.MediaType) {
-			if err := w.walk(c); err != nil {
-				return err
-			}
-			continue
-		}
-		w.dst.blobs[c.Digest] = ocispec.Descriptor{MediaType: c.MediaType, Digest: c.Digest, Size: c.Size}
-	}
-	return nil
+	})
 }
 
 // contents lists the served repositories, sorted, with their tags.

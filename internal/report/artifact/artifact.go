@@ -1,22 +1,23 @@
 // Package artifact builds the OCI 1.1 artifact manifests petra-oci attaches to an image
 // as evidence (generated SBOMs, scan reports): one layer holding the content, the OCI
 // empty descriptor as config, subject = the image manifest, and a clear artifactType,
-// so that `oras discover` lists them and `oras pull` fetches them. It writes blobs
-// into a layout but never index.json: listing the referrer there is the caller's job
-// (layout.AttachmentEntry with oci.KindReferrer).
+// so that `oras discover` lists them and `oras pull` fetches them (the layer is titled,
+// Title). The manifest is written by referrers.NewArtifact, the one writer of
+// attachments. It writes blobs into a layout but never index.json: listing the
+// referrer there is the caller's job (layout.AttachmentEntry with oci.KindReferrer).
 package artifact
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
-	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/petra-oci/petra-oci/layout"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/referrers"
 )
 
 // Manifest is an artifact manifest ready to be stored.
@@ -28,75 +29,56 @@ type Manifest struct {
 	// Layer describes the content blob; Content holds it.
 	Layer   ocispec.Descriptor
 	Content []byte
+
+	artifact *referrers.Artifact
 }
 
 // Build returns the artifact manifest attaching content (of layerMediaType) to
-// subject. Only the subject's media type, digest and size are kept. created, when not
-// zero, is recorded as org.opencontainers.image.created (so a re-run with the same
-// time yields the same digest).
+// subject, written by referrers.NewArtifact with one file titled for its type (Title),
+// so that `oras pull` writes it. Only the subject's media type, digest and size are
+// kept. created, when not zero, is recorded as org.opencontainers.image.created (so a
+// re-run with the same time yields the same digest).
 func Build(artifactType, layerMediaType string, content []byte, subject ocispec.Descriptor, annotations map[string]string, created time.Time) (*Manifest, error) {
 	if artifactType == "" || layerMediaType == "" {
 		return nil, fmt.Errorf("%w: artifact without a type", oci.ErrInvalid)
 	}
-	if err := oci.ValidateDescriptor(subject); err != nil {
-		return nil, fmt.Errorf("artifact subject: %w", err)
-	}
-	if !oci.IsManifest(subject.MediaType) {
-		return nil, fmt.Errorf("%w: artifact subject %s has media type %q", oci.ErrInvalid, subject.Digest, subject.MediaType)
-	}
-	ann := map[string]string{}
-	for k, v := range annotations {
-		ann[k] = v
-	}
-	if !created.IsZero() {
-		ann[ocispec.AnnotationCreated] = created.UTC().Format(time.RFC3339)
-	}
-	if len(ann) == 0 {
-		ann = nil
-	}
-	layer := oci.DescriptorFor(layerMediaType, content)
-	subj := ocispec.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size}
-	m := ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: artifactType,
-		Config:       EmptyConfig(),
-		Layers:       []ocispec.Descriptor{layer},
-		Subject:      &subj,
-		Annotations:  ann,
-	}
-	b, err := json.Marshal(m)
+	a, err := referrers.NewArtifact(subject, artifactType, referrers.ArtifactOptions{Annotations: annotations, Created: created},
+		referrers.File{Title: Title(layerMediaType), MediaType: layerMediaType, Data: content})
 	if err != nil {
-		return nil, fmt.Errorf("encoding artifact manifest: %w", err)
+		return nil, err
 	}
-	desc := oci.DescriptorFor(ocispec.MediaTypeImageManifest, b)
-	desc.ArtifactType = artifactType
-	desc.Annotations = ann
-	return &Manifest{Bytes: b, Descriptor: desc, Layer: layer, Content: content}, nil
+	return &Manifest{Bytes: a.Manifest, Descriptor: a.Descriptor, Layer: a.Layers[0].Descriptor, Content: content, artifact: a}, nil
+}
+
+// Titles are the file names of the evidence petra-oci generates, by layer media type:
+// what `oras pull` writes them as.
+var Titles = map[string]string{
+	oci.MediaTypeSPDXJSON:                           "sbom.spdx.json",
+	"application/vnd.petra-oci.scan.report.v1+json": "scan-report.json",
+}
+
+// Title returns the file name of content of mediaType: its entry in Titles, else
+// "content.json" for a JSON type and "content" for anything else.
+func Title(mediaType string) string {
+	if t, ok := Titles[mediaType]; ok {
+		return t
+	}
+	if mediaType == "application/json" || strings.HasSuffix(mediaType, "+json") {
+		return "content.json"
+	}
+	return "content"
 }
 
 // EmptyConfig is the OCI empty descriptor ("{}") without its inline data, as oras and
 // cosign write it.
-func EmptyConfig() ocispec.Descriptor {
-	return ocispec.Descriptor{
-		MediaType: ocispec.DescriptorEmptyJSON.MediaType,
-		Digest:    ocispec.DescriptorEmptyJSON.Digest,
-		Size:      ocispec.DescriptorEmptyJSON.Size,
-	}
-}
+func EmptyConfig() ocispec.Descriptor { return referrers.EmptyConfig() }
 
 // Push stores the content, the empty config and the manifest in l (each verified and
 // renamed into place by layout.Push) and returns the manifest's descriptor. It does
 // not touch index.json.
 func (m *Manifest) Push(ctx context.Context, l *layout.Layout) (ocispec.Descriptor, error) {
-	if _, err := l.PushBytes(ctx, m.Layer.MediaType, m.Content); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("storing artifact content: %w", err)
+	if m.artifact == nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: artifact manifest not made by Build", oci.ErrInvalid)
 	}
-	if _, err := l.PushBytes(ctx, ocispec.DescriptorEmptyJSON.MediaType, ocispec.DescriptorEmptyJSON.Data); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("storing the empty config: %w", err)
-	}
-	if _, err := l.PushBytes(ctx, ocispec.MediaTypeImageManifest, m.Bytes); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("storing artifact manifest: %w", err)
-	}
-	return m.Descriptor, nil
+	return m.artifact.Push(ctx, l)
 }
