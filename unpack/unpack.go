@@ -385,20 +385,39 @@ func addStats(a *graphcopy.Stats, b graphcopy.Stats) {
 	a.BytesCopied += b.BytesCopied
 }
 
+// mountIndex remembers, per blob, the destination repositories that hold it, so that
+// a later repository mounts the blob instead of uploading it again. A blob shared by
+// every image (a base layer) is in every repository: add and from are O(1) in the
+// number of repositories, not a scan of them.
 type mountIndex struct {
 	mu    sync.Mutex
 	where map[digest.Digest][]string
+	has   map[mountKey]bool
 }
+
+type mountKey struct {
+	d    digest.Digest
+	repo string
+}
+
+// maxMountSources is how many repositories a mount is tried from.
+const maxMountSources = 2
 
 func (m *mountIndex) add(d digest.Digest, repo string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, r := range m.where[d] {
-		if r == repo {
-			return
-		}
+	k := mountKey{d, repo}
+	if m.has[k] {
+		return
 	}
-	m.where[d] = append(m.where[d], repo)
+	if m.has == nil {
+		m.has = map[mountKey]bool{}
+	}
+	m.has[k] = true
+	// only the first few are ever asked for (from), so only those are kept
+	if len(m.where[d]) <= maxMountSources {
+		m.where[d] = append(m.where[d], repo)
+	}
 }
 
 func (m *mountIndex) from(d digest.Digest, except string) []string {
@@ -408,10 +427,10 @@ func (m *mountIndex) from(d digest.Digest, except string) []string {
 	for _, r := range m.where[d] {
 		if r != except {
 			out = append(out, r)
+			if len(out) == maxMountSources {
+				break
+			}
 		}
-	}
-	if len(out) > 2 {
-		out = out[:2]
 	}
 	return out
 }
