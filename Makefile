@@ -7,7 +7,7 @@ export PATH := $(GOBIN_DIR):$(PATH)
 
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build tools test demo bench bench-verify bench-serve bench-transfer fips clean
+.PHONY: build tools test demo bench bench-verify bench-serve bench-transfer bench-scale fips clean
 
 build:
 	go build -o bin/ ./cmd/petra-oci ./cmd/petra-oci-analyze
@@ -30,6 +30,7 @@ bench:
 	bench/verify.sh
 	bench/serve.sh
 	bench/transfer.sh
+	bench/scale.sh
 
 bench-verify:
 	bench/verify.sh
@@ -38,6 +39,8 @@ bench-serve:
 	bench/serve.sh
 bench-transfer:
 	bench/transfer.sh
+bench-scale:
+	bench/scale.sh
 
 fips:
 	mkdir -p bin/fips && GOFIPS140=v1.0.0 go build -o bin/fips/ ./cmd/petra-oci ./cmd/petra-oci-analyze
