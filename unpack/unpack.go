@@ -342,6 +342,7 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 	extraTags := make([]map[string]taggedManifest, len(plans))
 	if opts.AttestSigner != nil {
 		at := time.Now().UTC()
+		tm := &tagMoves{list: moves}
 		for i, p := range plans {
 			recs, tags, err := writeRecords(ctx, opts, store, pushed[i], p.r, summaries, current, at)
 			res.ImportRecords = append(res.ImportRecords, recs...)
@@ -351,9 +352,10 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 			extraTags[i] = tags
 			dest := p.ref.Registry + "/" + p.ref.Repository
 			for _, tag := range slices.Sorted(maps.Keys(tags)) {
-				moves = setMove(moves, replay.TagMove{Ref: dest + ":" + tag, Digest: tags[tag].desc.Digest})
+				tm.set(replay.TagMove{Ref: dest + ":" + tag, Digest: tags[tag].desc.Digest})
 			}
 		}
+		moves = tm.list
 	}
 	// 2. the bundle and the tags it sets are recorded before any tag moves
 	if held != nil {
