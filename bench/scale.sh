@@ -93,7 +93,6 @@ go build -o "$PETRA" ./cmd/petra-oci
 go build -o "$WORK/mkscale" ./bench/mkscale
 COSIGN_PASSWORD= "$COSIGN" generate-key-pair --output-key-prefix "$WORK/cosign" >/dev/null 2>&1
 export COSIGN_PASSWORD=
-export XDG_STATE_HOME=$WORK/state
 
 # timed KEY CMD...: wall seconds and peak RSS KiB of CMD into $WORK/KEY.time
 timed() {
@@ -112,6 +111,9 @@ for n in $SIZES; do
 	d=$WORK/$n
 	mkdir -p "$d"
 	start_registry "$d"
+	# each size its own audit log and replay state (XDG_STATE_HOME): every size runs
+	# the same commands against the same state
+	export XDG_STATE_HOME=$d/state
 	log "$n images: seeding $REG (10 manifests per image, $PER_REPO tags per repository)"
 	t0=$SECONDS
 	"$WORK/mkscale" -registry "$REG" -n "$n" -per-repo "$PER_REPO" -key-out "$d/image-key.pub" -images-out "$d/images.yaml"
