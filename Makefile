@@ -7,7 +7,7 @@ export PATH := $(GOBIN_DIR):$(PATH)
 
 TEST_TIMEOUT ?= 30m
 
-.PHONY: build tools test demo bench bench-verify bench-serve bench-transfer bench-sbom fips clean
+.PHONY: build tools test demo bench bench-verify bench-serve bench-transfer bench-sbom bench-scale fips clean
 
 build:
 	go build -o bin/ ./cmd/petra-oci ./cmd/petra-oci-analyze
@@ -41,6 +41,9 @@ bench-transfer:
 	bench/transfer.sh
 bench-sbom:
 	bench/sbom.sh
+# not part of make bench: 200 and 2,000 images take about an hour on 2 cores (docs/scale.md)
+bench-scale:
+	bench/scale.sh
 
 fips:
 	mkdir -p bin/fips && GOFIPS140=v1.0.0 go build -o bin/fips/ ./cmd/petra-oci ./cmd/petra-oci-analyze

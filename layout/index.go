@@ -15,8 +15,10 @@ import (
 	"github.com/petra-oci/petra-oci/oci"
 )
 
-// MaxIndexBytes bounds index.json. At a few hundred bytes an entry it leaves room for
-// tens of thousands of images and attachments.
+// MaxIndexBytes bounds index.json, read and written. An entry is about 550 bytes, so it
+// holds about 60,000 entries: some 5,000 images of ten manifests each (bench/scale.sh
+// writes 2,000 of them: 12 MiB). Reading it allocates at most this much (io.LimitReader),
+// never a size read from the bundle.
 const MaxIndexBytes = 32 << 20
 
 // ReadIndex reads and checks index.json. A layout without one has an empty index.
@@ -130,12 +132,18 @@ func SortEntries(entries []ocispec.Descriptor) {
 	})
 }
 
-// WriteIndex sorts idx's entries and writes index.json atomically.
+// WriteIndex sorts idx's entries and writes index.json atomically. An index over
+// MaxIndexBytes is refused (oci.ErrTooLarge) before anything is written: every reader
+// (ReadIndex, verification) would refuse it.
 func (l *Layout) WriteIndex(idx ocispec.Index) error {
 	SortEntries(idx.Manifests)
 	b, err := json.MarshalIndent(idx, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding index.json: %w", err)
 	}
-	return l.writeFileAtomic(IndexFile, append(b, '\n'))
+	b = append(b, '\n')
+	if len(b) > MaxIndexBytes {
+		return fmt.Errorf("%w: index.json of %d entries is %d bytes, over the %d bytes readers accept: split the images over several bundles", oci.ErrTooLarge, len(idx.Manifests), len(b), MaxIndexBytes)
+	}
+	return l.writeFileAtomic(IndexFile, b)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 
 	"github.com/opencontainers/go-digest"
@@ -504,6 +503,9 @@ func sortedKeys[K ~string, V any](m map[K]V) []K {
 // in a layout, so a subject held by several repositories gets one list, merged.
 func ReferrersBySubject(entries []layout.Entry) []SubjectReferrers {
 	at := map[digest.Digest]int{}
+	// (subject, referrer) pairs already listed: one map lookup per entry, not a scan of
+	// the subject's list (quadratic in the referrers of one subject)
+	listed := map[[2]digest.Digest]bool{}
 	var out []SubjectReferrers
 	for _, e := range entries {
 		if !e.Kind.IsReferrer() {
@@ -515,9 +517,9 @@ func ReferrersBySubject(entries []layout.Entry) []SubjectReferrers {
 			at[e.Subject] = i
 			out = append(out, SubjectReferrers{Subject: e.Subject, Repository: e.Repository})
 		}
-		s := &out[i]
-		if !slices.ContainsFunc(s.Referrers, func(d ocispec.Descriptor) bool { return d.Digest == e.Descriptor.Digest }) {
-			s.Referrers = append(s.Referrers, e.Descriptor)
+		if k := [2]digest.Digest{e.Subject, e.Descriptor.Digest}; !listed[k] {
+			listed[k] = true
+			out[i].Referrers = append(out[i].Referrers, e.Descriptor)
 		}
 	}
 	return out

@@ -76,16 +76,30 @@ type taggedManifest struct {
 	b    []byte
 }
 
-// setMove sets the tag move m in moves: it replaces the move of the same Ref (the
-// bundle's .att, now with the import record) or is added.
-func setMove(moves []replay.TagMove, m replay.TagMove) []replay.TagMove {
-	for i := range moves {
-		if moves[i].Ref == m.Ref {
-			moves[i] = m
-			return moves
+// tagMoves are the tag moves of an unpack, in order, with the position of each Ref.
+type tagMoves struct {
+	list []replay.TagMove
+	pos  map[string]int
+}
+
+// set sets the tag move m: it replaces the move of the same Ref (the bundle's .att,
+// now with the import record) or is added. One map lookup, not a scan of the moves
+// (an import record per image and child would make that quadratic in the images).
+func (t *tagMoves) set(m replay.TagMove) {
+	if t.pos == nil {
+		t.pos = make(map[string]int, len(t.list))
+		for i, old := range t.list {
+			if _, ok := t.pos[old.Ref]; !ok {
+				t.pos[old.Ref] = i
+			}
 		}
 	}
-	return append(moves, m)
+	if i, ok := t.pos[m.Ref]; ok {
+		t.list[i] = m
+		return
+	}
+	t.pos[m.Ref] = len(t.list)
+	t.list = append(t.list, m)
 }
 
 // writeRecords signs and pushes, by digest, the import record of every image of r,

@@ -489,6 +489,7 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 	extraTags := make([]map[string]taggedManifest, len(plans))
 	if opts.AttestSigner != nil {
 		at := time.Now().UTC()
+		tm := &tagMoves{list: moves}
 		for i, p := range plans {
 			recs, tags, err := writeRecords(ctx, opts, store, pushed[i], p.r, summaries, current, at)
 			res.ImportRecords = append(res.ImportRecords, recs...)
@@ -498,9 +499,10 @@ func Unpack(ctx context.Context, opts Options) (*Result, error) {
 			extraTags[i] = tags
 			dest := p.ref.Registry + "/" + p.ref.Repository
 			for _, tag := range slices.Sorted(maps.Keys(tags)) {
-				moves = setMove(moves, replay.TagMove{Ref: dest + ":" + tag, Digest: tags[tag].desc.Digest})
+				tm.set(replay.TagMove{Ref: dest + ":" + tag, Digest: tags[tag].desc.Digest})
 			}
 		}
+		moves = tm.list
 	}
 	// 2. the bundle and the tags it sets are recorded before any tag moves
 	if held != nil {
@@ -559,17 +561,28 @@ func firstCause(ctx context.Context, errs []error) error {
 
 // mountIndex knows which destination repositories hold which blobs, and which
 // repository is uploading a blob right now (its claim), so that repositories pushed
-// in parallel upload a shared blob once and mount it into the others.
+// in parallel upload a shared blob once and mount it into the others. A blob shared
+// by every image (a base layer) is in every repository: add and from are O(1) in the
+// number of repositories, not a scan of them.
 type mountIndex struct {
 	mu     sync.Mutex
-	where  map[digest.Digest][]string
+	where  map[digest.Digest][]string // the first few repositories holding each blob
+	has    map[mountKey]bool
 	claims map[digest.Digest]*mountClaim
+}
+
+type mountKey struct {
+	d    digest.Digest
+	repo string
 }
 
 type mountClaim struct {
 	repo string
 	done chan struct{}
 }
+
+// maxMountSources is how many repositories a mount is tried from.
+const maxMountSources = 2
 
 // add records that repo holds d, ending repo's claim on d.
 func (m *mountIndex) add(d digest.Digest, repo string) {
@@ -579,12 +592,18 @@ func (m *mountIndex) add(d digest.Digest, repo string) {
 		close(c.done)
 		delete(m.claims, d)
 	}
-	for _, r := range m.where[d] {
-		if r == repo {
-			return
-		}
+	k := mountKey{d, repo}
+	if m.has[k] {
+		return
 	}
-	m.where[d] = append(m.where[d], repo)
+	if m.has == nil {
+		m.has = map[mountKey]bool{}
+	}
+	m.has[k] = true
+	// from asks for at most maxMountSources other than the asking one: keep one more
+	if len(m.where[d]) <= maxMountSources {
+		m.where[d] = append(m.where[d], repo)
+	}
 }
 
 // release ends every claim of repo (its content push is over, whether or not each
@@ -601,10 +620,11 @@ func (m *mountIndex) release(repo string) {
 	}
 }
 
-// from returns up to two repositories other than repo that hold d. When none does and
-// another repository is uploading d, it waits for that upload to end (or ctx) and
-// looks again; when none does and none uploads it, repo claims the upload and from
-// returns nothing. The claimant itself never waits, so waits cannot form a cycle.
+// from returns up to maxMountSources repositories other than repo that hold d. When
+// none does and another repository is uploading d, it waits for that upload to end
+// (or ctx) and looks again; when none does and none uploads it, repo claims the
+// upload and from returns nothing. The claimant itself never waits, so waits cannot
+// form a cycle.
 func (m *mountIndex) from(ctx context.Context, d digest.Digest, repo string) []string {
 	m.mu.Lock()
 	for {
@@ -612,13 +632,13 @@ func (m *mountIndex) from(ctx context.Context, d digest.Digest, repo string) []s
 		for _, r := range m.where[d] {
 			if r != repo {
 				out = append(out, r)
+				if len(out) == maxMountSources {
+					break
+				}
 			}
 		}
 		if len(out) > 0 {
 			m.mu.Unlock()
-			if len(out) > 2 {
-				out = out[:2]
-			}
 			return out
 		}
 		c := m.claims[d]
