@@ -193,67 +193,13 @@ func ParseMetadata(b []byte) (*Metadata, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return bad(oci.ErrInvalid, "trailing data after the JSON object")
 	}
-	if err := checkJSONKeys(b); err != nil {
+	if err := oci.CheckJSONKeys(b, metadataKeys); err != nil {
 		return bad(oci.ErrInvalid, "%v", err)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
 	return &m, nil
-}
-
-// checkJSONKeys refuses a key that is not one of metadataKeys exactly, or that appears
-// twice in one object. b is known to be one well-formed JSON value.
-func checkJSONKeys(b []byte) error {
-	type frame struct {
-		keys    map[string]bool // nil for an array
-		wantKey bool
-	}
-	var stack []*frame
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	valueDone := func() {
-		if n := len(stack); n > 0 && stack[n-1].keys != nil {
-			stack[n-1].wantKey = true
-		}
-	}
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if n := len(stack); n > 0 && stack[n-1].keys != nil && stack[n-1].wantKey {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:n-1]
-				valueDone()
-				continue
-			}
-			k, _ := tok.(string)
-			if !metadataKeys[k] {
-				return fmt.Errorf("unknown key %q", k)
-			}
-			if stack[n-1].keys[k] {
-				return fmt.Errorf("duplicate key %q", k)
-			}
-			stack[n-1].keys[k] = true
-			stack[n-1].wantKey = false
-			continue
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{keys: map[string]bool{}, wantKey: true})
-		case json.Delim('['):
-			stack = append(stack, &frame{})
-		case json.Delim(']'):
-			stack = stack[:len(stack)-1]
-			valueDone()
-		default:
-			valueDone()
-		}
-	}
 }
 
 // Validate checks every rule of the format that does not need the bundle directory.

@@ -121,67 +121,13 @@ func Parse(b []byte) (*Receipt, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return bad("trailing data after the JSON object")
 	}
-	if err := checkKeys(b); err != nil {
+	if err := oci.CheckJSONKeys(b, keys); err != nil {
 		return bad("%v", err)
 	}
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
 	return &r, nil
-}
-
-// checkKeys refuses a key not in keys exactly, or repeated in one object. b is one
-// well-formed JSON value.
-func checkKeys(b []byte) error {
-	type frame struct {
-		seen    map[string]bool // nil for an array
-		wantKey bool
-	}
-	var stack []*frame
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	done := func() {
-		if n := len(stack); n > 0 && stack[n-1].seen != nil {
-			stack[n-1].wantKey = true
-		}
-	}
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if n := len(stack); n > 0 && stack[n-1].seen != nil && stack[n-1].wantKey {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:n-1]
-				done()
-				continue
-			}
-			k, _ := tok.(string)
-			if !keys[k] {
-				return fmt.Errorf("unknown key %q", k)
-			}
-			if stack[n-1].seen[k] {
-				return fmt.Errorf("duplicate key %q", k)
-			}
-			stack[n-1].seen[k] = true
-			stack[n-1].wantKey = false
-			continue
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{seen: map[string]bool{}, wantKey: true})
-		case json.Delim('['):
-			stack = append(stack, &frame{})
-		case json.Delim(']'):
-			stack = stack[:len(stack)-1]
-			done()
-		default:
-			done()
-		}
-	}
 }
 
 // Validate checks every rule of the format. Errors wrap ErrInvalid.
