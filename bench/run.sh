@@ -84,25 +84,7 @@ mkdir -p "$WORK"/{gen,times,logs,out}
 
 # --- registry ---------------------------------------------------------------------------
 start_registry() {
-	local try port
-	for try in $(seq 1 20); do
-		port=$((20000 + RANDOM % 40000))
-		port_busy "$port" && continue
-		distribution_config "$WORK/registry.yml" "$WORK/registry" "127.0.0.1:$port" 1
-		OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true \
-			"$REGISTRY" serve "$WORK/registry.yml" >"$WORK/logs/registry.log" 2>&1 &
-		REG_PID=$!
-		for _ in $(seq 1 100); do
-			kill -0 "$REG_PID" 2>/dev/null || break
-			if port_busy "$port"; then REG=127.0.0.1:$port; return; fi
-			sleep 0.1
-		done
-		kill "$REG_PID" 2>/dev/null || true
-		wait "$REG_PID" 2>/dev/null || true
-		REG_PID=
-	done
-	cat "$WORK/logs/registry.log" >&2
-	die "could not start the registry"
+	start_distribution "$WORK" 1
 }
 start_registry
 log "distribution registry on $REG (storage $WORK/registry)"

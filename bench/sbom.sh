@@ -55,41 +55,9 @@ trap 'exit 130' INT TERM
 rm -rf "$WORK"
 mkdir -p "$WORK"/{gen,times,logs,out,syft}
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-start_registry() {
-	local try port
-	for try in $(seq 1 20); do
-		port=$((20000 + RANDOM % 40000))
-		port_busy "$port" && continue
-		cat >"$WORK/registry.yml" <<-EOF2
-			version: 0.1
-			log:
-			  level: error
-			  accesslog:
-			    disabled: true
-			storage:
-			  filesystem:
-			    rootdirectory: $WORK/registry
-			  cache:
-			    blobdescriptor: inmemory
-			http:
-			  addr: 127.0.0.1:$port
-		EOF2
-		OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true \
-			"$REGISTRY" serve "$WORK/registry.yml" >"$WORK/logs/registry.log" 2>&1 &
-		REG_PID=$!
-		for _ in $(seq 1 100); do
-			kill -0 "$REG_PID" 2>/dev/null || break
-			if port_busy "$port"; then REG=127.0.0.1:$port; return; fi
-			sleep 0.1
-		done
-		kill "$REG_PID" 2>/dev/null || true
-		wait "$REG_PID" 2>/dev/null || true
-		REG_PID=
-	done
-	cat "$WORK/logs/registry.log" >&2
-	die "could not start the registry"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+start_registry() { start_distribution "$WORK"; }
 start_registry
 log "distribution registry on $REG"
 

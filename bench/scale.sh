@@ -54,40 +54,10 @@ trap 'exit 130' INT TERM
 rm -rf "$WORK"
 mkdir -p "$WORK"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 # start_registry DIR: a distribution v3 registry storing under DIR; sets REG and REG_PID.
-start_registry() {
-	local dir=$1 try port
-	for try in $(seq 1 20); do
-		port=$((20000 + RANDOM % 40000))
-		port_busy "$port" && continue
-		cat >"$dir/registry.yml" <<-EOF
-			version: 0.1
-			log:
-			  level: error
-			  accesslog:
-			    disabled: true
-			storage:
-			  filesystem:
-			    rootdirectory: $dir/registry
-			  cache:
-			    blobdescriptor: inmemory
-			http:
-			  addr: 127.0.0.1:$port
-		EOF
-		OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true \
-			"$REGISTRY" serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
-		REG_PID=$!
-		for _ in $(seq 1 100); do
-			kill -0 "$REG_PID" 2>/dev/null || break
-			if port_busy "$port"; then REG=127.0.0.1:$port; return; fi
-			sleep 0.1
-		done
-		stop_registry
-	done
-	cat "$dir/registry.log" >&2
-	die "could not start the registry"
-}
+start_registry() { start_distribution "$1"; }
 
 go build -o "$PETRA" ./cmd/petra-oci
 go build -o "$WORK/mkscale" ./bench/mkscale
