@@ -99,6 +99,44 @@ func (img *Image) Tree() []*Node {
 	return out
 }
 
+// PlatformTree returns the manifests of the image's tree that serve platform want: the
+// root index, the children of every index (nested ones too) whose platform matches
+// want or that name no platform, in index order, each once; and the platforms of the
+// matching children. Children the bundle does not carry are skipped. For a root that
+// is no index it returns the root alone and no platform (the caller reads its config).
+func (img *Image) PlatformTree(want ocispec.Platform) ([]*Node, []string) {
+	root := img.Root
+	out := []*Node{root}
+	var plats []string
+	seen := map[digest.Digest]bool{root.Entry.Descriptor.Digest: true}
+	for i := 0; i < len(out); i++ {
+		n := out[i]
+		if n.Manifest == nil || !oci.IsIndex(n.Entry.Descriptor.MediaType) {
+			continue
+		}
+		carried := make(map[digest.Digest]*Node, len(n.Children))
+		for _, c := range n.Children {
+			carried[c.Entry.Descriptor.Digest] = c
+		}
+		for _, d := range n.Manifest.Manifests {
+			c := carried[d.Digest]
+			if c == nil || seen[d.Digest] {
+				continue // left out by pack's platform filter, or listed twice
+			}
+			switch {
+			case d.Platform == nil:
+			case oci.PlatformMatches(d.Platform, want):
+				plats = append(plats, oci.PlatformString(d.Platform))
+			default:
+				continue
+			}
+			seen[d.Digest] = true
+			out = append(out, c)
+		}
+	}
+	return out, plats
+}
+
 // LeftOut counts the index children of the image's tree that the bundle does not
 // carry (a platform filter left them out).
 func (img *Image) LeftOut() int {

@@ -169,6 +169,36 @@ func TestBuildGraphPlatformFilter(t *testing.T) {
 	}
 }
 
+// TestPlatformTree: the tree of one platform holds the root and that platform's child;
+// a child the bundle does not carry is never returned, even when it matches.
+func TestPlatformTree(t *testing.T) {
+	f := newGraphFixture(t)
+	g, err := Build(context.Background(), f.l, f.entries, BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := g.Repositories()[0].Images[0]
+	for i, c := range f.children {
+		nodes, plats := img.PlatformTree(*c.Platform)
+		if len(nodes) != 2 || nodes[0] != img.Root || nodes[1].Entry.Descriptor.Digest != f.children[i].Digest {
+			t.Errorf("PlatformTree(%s): %d nodes, want the root and %s", oci.PlatformString(c.Platform), len(nodes), c.Digest)
+		}
+		if len(plats) != 1 || plats[0] != oci.PlatformString(c.Platform) {
+			t.Errorf("PlatformTree(%s) platforms = %v", oci.PlatformString(c.Platform), plats)
+		}
+	}
+	if nodes, plats := img.PlatformTree(ocispec.Platform{OS: "windows", Architecture: "amd64"}); len(nodes) != 1 || len(plats) != 0 {
+		t.Errorf("PlatformTree(windows/amd64) = %d nodes, %v; want the root alone", len(nodes), plats)
+	}
+	filtered, err := Build(context.Background(), filteredStore{Store: f.l, without: f.children[1].Digest}, f.entries, BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nodes, plats := filtered.Repositories()[0].Images[0].PlatformTree(*f.children[1].Platform); len(nodes) != 1 || len(plats) != 0 {
+		t.Errorf("PlatformTree of a child left out = %d nodes, %v; want the root alone", len(nodes), plats)
+	}
+}
+
 type filteredStore struct {
 	Store
 	without digest.Digest

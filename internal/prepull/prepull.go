@@ -440,36 +440,8 @@ func selectTree(ctx context.Context, store referrers.Store, img *referrers.Image
 		}
 		return []*referrers.Node{root}, []string{oci.PlatformString(have)}, nil
 	}
-	out := []*referrers.Node{root}
-	var plats []string
-	matched := 0
-	seen := map[digest.Digest]bool{root.Entry.Descriptor.Digest: true}
-	for i := 0; i < len(out); i++ {
-		n := out[i]
-		if !oci.IsIndex(n.Entry.Descriptor.MediaType) {
-			continue
-		}
-		carried := map[digest.Digest]*referrers.Node{}
-		for _, c := range n.Children {
-			carried[c.Entry.Descriptor.Digest] = c
-		}
-		for _, d := range n.Manifest.Manifests {
-			c := carried[d.Digest]
-			if c == nil || seen[d.Digest] {
-				continue // left out by pack's platform filter, or listed twice
-			}
-			switch {
-			case d.Platform == nil:
-			case oci.PlatformMatches(d.Platform, *want):
-				matched++
-				plats = append(plats, oci.PlatformString(d.Platform))
-			default:
-				continue
-			}
-			seen[d.Digest] = true
-			out = append(out, c)
-		}
-	}
+	out, plats := img.PlatformTree(*want)
+	matched := len(plats)
 	if matched == 0 {
 		return nil, nil, fmt.Errorf("%w: image %s has no %s manifest in the bundle", oci.ErrNotFound, img.Entry.Name(), oci.PlatformString(want))
 	}
