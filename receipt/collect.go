@@ -16,7 +16,9 @@ import (
 	"oras.land/oras-go/v2/registry"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
+	"github.com/petra-oci/petra-oci/graphcopy"
 	"github.com/petra-oci/petra-oci/oci"
+	"github.com/petra-oci/petra-oci/referrers"
 	"github.com/petra-oci/petra-oci/remote"
 )
 
@@ -111,60 +113,59 @@ func collectRepo(ctx context.Context, opts CollectOptions, repo *orasremote.Repo
 		queue = append(queue, d)
 	}
 	candidates := map[digest.Digest]ocispec.Descriptor{}
-	for len(queue) > 0 {
-		d := queue[0]
-		queue = queue[1:]
-		if manifests[d.Digest] {
-			continue
+	// the graph of every tagged manifest (graphcopy walks it down, verified and
+	// bounded; an index child the registry does not have, left out by a platform
+	// filter, is skipped), then everything attached to it (referrers.Collect, the
+	// graph's one discovery walk: referrers API or tag schema, and cosign's tags)
+	walker := graphcopy.New(nil, graphcopy.Options{Retry: retry})
+	present := func(child ocispec.Descriptor) bool {
+		ok, err := repo.Manifests().Exists(ctx, child)
+		return err != nil || ok // an error is met again, and reported, by the fetch
+	}
+	walk := func(ctx context.Context, root ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		if manifests[root.Digest] {
+			return nil, nil
 		}
-		if !oci.IsManifest(d.MediaType) {
-			return nil, fmt.Errorf("%w: %s has media type %q, not a manifest", oci.ErrUnsupported, d.Digest, d.MediaType)
-		}
-		if d.Size > oci.MaxManifestBytes {
-			return nil, fmt.Errorf("%w: manifest %s is %d bytes", oci.ErrTooLarge, d.Digest, d.Size)
-		}
-		var b []byte
-		err := retry(ctx, "fetching manifest "+d.Digest.String(), func(ctx context.Context) error {
-			rc, err := repo.Fetch(ctx, d)
-			if err != nil {
-				return err
-			}
-			b, err = oci.ReadAllVerified(rc, d, oci.MaxManifestBytes)
-			return err
-		})
-		if errors.Is(err, errdef.ErrNotFound) {
-			continue // an index child the registry does not have (a platform filter)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("fetching manifest %s: %w", d.Digest, err)
-		}
-		m, err := oci.ParseManifest(d, b)
+		nodes, err := walker.Walk(ctx, repo, root, present)
 		if err != nil {
 			return nil, err
 		}
-		manifests[d.Digest] = true
-		if oci.IsIndex(d.MediaType) {
-			queue = append(queue, m.Manifests...)
-		} else {
-			for _, c := range m.Children() {
+		var got []ocispec.Descriptor
+		for _, n := range nodes {
+			d := n.Descriptor
+			if manifests[d.Digest] {
+				continue
+			}
+			manifests[d.Digest] = true
+			got = append(got, d)
+			if oci.IsIndex(d.MediaType) {
+				continue
+			}
+			for _, c := range n.Manifest.Children() {
 				if err := oci.ValidateDescriptor(c); err != nil {
 					return nil, fmt.Errorf("manifest %s: %w", d.Digest, err)
 				}
 				candidates[c.Digest] = c
 			}
 		}
-		var refs []ocispec.Descriptor
-		err = retry(ctx, "listing the referrers of "+d.Digest.String(), func(ctx context.Context) error {
-			refs = nil
-			return repo.Referrers(ctx, ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, "", func(r []ocispec.Descriptor) error {
-				refs = append(refs, r...)
-				return nil
-			})
-		})
-		if err != nil && !errors.Is(err, errdef.ErrNotFound) {
-			return nil, fmt.Errorf("referrers of %s: %w", d.Digest, err)
+		return got, nil
+	}
+	var roots []ocispec.Descriptor
+	for _, d := range queue {
+		if !oci.IsManifest(d.MediaType) {
+			return nil, fmt.Errorf("%w: %s has media type %q, not a manifest", oci.ErrUnsupported, d.Digest, d.MediaType)
 		}
-		queue = append(queue, refs...)
+		got, err := walk(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		roots = append(roots, got...)
+	}
+	if _, err := referrers.Collect(ctx, repo, roots, referrers.CollectOptions{Retry: retry}, func(ctx context.Context, a referrers.Attachment) (referrers.Attachment, error) {
+		_, err := walk(ctx, a.Descriptor)
+		return a, err
+	}); err != nil {
+		return nil, fmt.Errorf("attachments: %w", err)
 	}
 	for _, c := range candidates {
 		var ok bool

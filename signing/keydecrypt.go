@@ -47,6 +47,11 @@ func decryptKeyFile(ciphertext, passphrase []byte) ([]byte, error) {
 	default:
 		return nil, errors.New("unsupported scrypt parameters")
 	}
+	// go-securesystemslib writes 32-byte salts; a shorter one is refused here rather
+	// than panicking in crypto/pbkdf2 under GODEBUG=fips140=only (salts under 128 bits)
+	if len(data.KDF.Salt) < 16 {
+		return nil, fmt.Errorf("encrypted: scrypt salt of %d bytes, want at least 16", len(data.KDF.Salt))
+	}
 	var key [32]byte
 	k, err := scryptHalfMemory(passphrase, data.KDF.Salt, p.N, p.R, p.P, len(key))
 	if err != nil {

@@ -3,6 +3,7 @@ package signing
 import (
 	"bytes"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
@@ -39,7 +40,7 @@ func TestScryptHalfMemoryAllocatesHalf(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	if _, err := scryptHalfMemory([]byte("pw"), []byte("salt"), 1<<16, 8, 1, 32); err != nil {
+	if _, err := scryptHalfMemory([]byte("pw"), []byte("0123456789abcdef0123456789abcdef"), 1<<16, 8, 1, 32); err != nil {
 		t.Fatal(err)
 	}
 	runtime.ReadMemStats(&after)
@@ -76,10 +77,10 @@ func TestDecryptKeyFileMatchesEncrypted(t *testing.T) {
 		t.Fatalf("legacy parameters: %q, %v", got, err)
 	}
 	for _, bad := range []string{
-		`{"kdf":{"name":"scrypt","params":{"N":16,"r":8,"p":1},"salt":"c2FsdA=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AA=="}`,
-		`{"kdf":{"name":"argon2","params":{"N":32768,"r":8,"p":1},"salt":"c2FsdA=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AA=="}`,
-		`{"kdf":{"name":"scrypt","params":{"N":32768,"r":8,"p":1},"salt":"c2FsdA=="},"cipher":{"name":"aes","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AA=="}`,
-		`{"kdf":{"name":"scrypt","params":{"N":32768,"r":8,"p":1},"salt":"c2FsdA=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAA"},"ciphertext":"AA=="}`,
+		`{"kdf":{"name":"scrypt","params":{"N":16,"r":8,"p":1},"salt":"MDEyMzQ1Njc4OWFiY2RlZg=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AA=="}`,
+		`{"kdf":{"name":"argon2","params":{"N":32768,"r":8,"p":1},"salt":"MDEyMzQ1Njc4OWFiY2RlZg=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AA=="}`,
+		`{"kdf":{"name":"scrypt","params":{"N":32768,"r":8,"p":1},"salt":"MDEyMzQ1Njc4OWFiY2RlZg=="},"cipher":{"name":"aes","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AA=="}`,
+		`{"kdf":{"name":"scrypt","params":{"N":32768,"r":8,"p":1},"salt":"MDEyMzQ1Njc4OWFiY2RlZg=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAA"},"ciphertext":"AA=="}`,
 		`not json`,
 	} {
 		if _, err := decryptKeyFile([]byte(bad), pw); err == nil {
@@ -88,5 +89,10 @@ func TestDecryptKeyFileMatchesEncrypted(t *testing.T) {
 		if _, err := encrypted.Decrypt([]byte(bad), pw); err == nil {
 			t.Fatalf("encrypted.Decrypt accepts %s: the refusal table is wrong", bad)
 		}
+	}
+	// a salt under 128 bits is refused, not handed to pbkdf2 (which panics in FIPS mode)
+	short := `{"kdf":{"name":"scrypt","params":{"N":32768,"r":8,"p":1},"salt":"c2FsdA=="},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AA=="}`
+	if _, err := decryptKeyFile([]byte(short), pw); err == nil || !strings.Contains(err.Error(), "salt") {
+		t.Fatalf("a 4-byte salt: err = %v, want a salt refusal", err)
 	}
 }
