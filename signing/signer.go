@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
@@ -218,6 +219,10 @@ func loadKeyFile(path string, password func() ([]byte, error)) (Signer, error) {
 	}
 	der, err := decryptKeyFile(block.Bytes, pw)
 	clear(pw)
+	// scrypt's table (32 MiB for cosign's N=65536, r=8) is garbage now: return it to
+	// the system, so the command does not hold it (nor a heap goal grown from it) while
+	// it moves blobs
+	debug.FreeOSMemory()
 	if err != nil {
 		return nil, fmt.Errorf("signing: %s: %w: %w", path, ErrKeyDecrypt, err)
 	}

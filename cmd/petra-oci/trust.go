@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"sync"
 
 	"github.com/urfave/cli/v2"
@@ -38,9 +37,8 @@ var signers struct {
 }
 
 // loadSignerRef loads the private key ref (signing.LoadSigner, password from
-// $COSIGN_PASSWORD) once per process. A cosign key file's scrypt KDF (cosign's N=65536,
-// r=8: 64 MiB) is garbage once the key is decrypted; it is returned to the system
-// right away, so it is not held while the command moves blobs.
+// $COSIGN_PASSWORD) once per process: a cosign key file's scrypt KDF is paid once, and
+// the audit checkpoint signs with the same key.
 func loadSignerRef(ctx context.Context, ref string) (signing.Signer, error) {
 	signers.Lock()
 	defer signers.Unlock()
@@ -48,7 +46,6 @@ func loadSignerRef(ctx context.Context, ref string) (signing.Signer, error) {
 		return s, nil
 	}
 	s, err := signing.LoadSigner(ctx, ref, signing.PasswordFromEnv)
-	debug.FreeOSMemory()
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"time"
 
@@ -185,10 +184,6 @@ func Export(ctx context.Context, dir string, opts ExportOptions) (*ExportResult,
 			return nil, fmt.Errorf("export: the chunk index must be signed with the key that signed the bundle, and %s does not verify %s: %w", opts.Signer, layout.SignaturePath, err)
 		}
 	}
-	// A key decrypted just before (cosign's scrypt KDF takes 64 MiB) leaves the
-	// collector's heap goal at twice that: collect once, so the export's buffers reuse
-	// that memory instead of the heap growing on (peak RSS).
-	runtime.GC()
 	entries := plan(m)
 	if err := checkTree(root, entries); err != nil {
 		return nil, fmt.Errorf("export: %s: %w", dir, err)
