@@ -152,20 +152,8 @@ func StartFaultProxy(t testing.TB, target *Registry, opts FaultOptions) *FaultPr
 		p.breaks = rand.New(rand.NewPCG(opts.Seed, 0xb7ea4))
 		p.untilBreak = p.nextBreak()
 	}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(u)
-			pr.Out.Host = pr.In.Host // the registry builds its URLs for the proxy
-		},
-		ModifyResponse: func(resp *http.Response) error {
-			if loc := resp.Header.Get("Location"); loc != "" {
-				resp.Header.Set("Location", strings.Replace(loc, "//"+target.Host+"/", "//"+p.Host+"/", 1))
-			}
-			return nil
-		},
-		FlushInterval: -1,
-		ErrorLog:      log.New(io.Discard, "", 0), // the cuts are on purpose
-	}
+	p.rp = registryProxy(u, target.Host, &p.Host)
+	p.rp.ErrorLog = log.New(io.Discard, "", 0) // the cuts are on purpose
 	srv := httptest.NewUnstartedServer(p)
 	p.Host = srv.Listener.Addr().String()
 	srv.Start()

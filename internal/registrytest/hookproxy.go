@@ -68,19 +68,7 @@ func StartHookProxy(t testing.TB, target *Registry, opts HookOptions) *HookProxy
 		held:     make(chan struct{}),
 		released: make(chan struct{}),
 	}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(u)
-			pr.Out.Host = pr.In.Host // the registry builds its URLs for the proxy
-		},
-		ModifyResponse: func(resp *http.Response) error {
-			if loc := resp.Header.Get("Location"); loc != "" {
-				resp.Header.Set("Location", strings.Replace(loc, "//"+target.Host+"/", "//"+p.Host+"/", 1))
-			}
-			return nil
-		},
-		FlushInterval: -1,
-	}
+	p.rp = registryProxy(u, target.Host, &p.Host)
 	srv := httptest.NewUnstartedServer(p) // listens on 127.0.0.1:0
 	p.Host = srv.Listener.Addr().String() // set before any request can read it
 	srv.Start()
@@ -153,3 +141,24 @@ func ManifestPush(r *http.Request) bool {
 
 // AnyRequest holds every request.
 func AnyRequest(*http.Request) bool { return true }
+
+// registryProxy is a reverse proxy to the registry at u (host targetHost) for a proxy
+// listening at *self (set once it listens, before any request): the registry builds
+// its URLs for the proxy's Host, and upload Locations naming the registry are
+// rewritten to the proxy, so every request of a session goes through it. Responses
+// are streamed (no buffering), so cut bodies and held requests behave as on the wire.
+func registryProxy(u *url.URL, targetHost string, self *string) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Host = pr.In.Host
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if loc := resp.Header.Get("Location"); loc != "" {
+				resp.Header.Set("Location", strings.Replace(loc, "//"+targetHost+"/", "//"+*self+"/", 1))
+			}
+			return nil
+		},
+		FlushInterval: -1,
+	}
+}
