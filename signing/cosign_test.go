@@ -3,6 +3,7 @@ package signing
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,6 +142,44 @@ func TestCosignVerifiesOurBundle(t *testing.T) {
 	t.Run("wrong-password", func(t *testing.T) {
 		_, err := LoadSigner(ctx, keyPath, func() ([]byte, error) { return []byte("wrong"), nil })
 		wantErr(t, err, ErrKeyDecrypt)
+	})
+	t.Run("in-background", func(t *testing.T) {
+		p, err := LoadSignerInBackground(ctx, keyPath, c.password())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.KeyID() != s.KeyID() || p.String() != keyPath {
+			t.Fatalf("key id %q, name %q: want %q, %q", p.KeyID(), p.String(), s.KeyID(), keyPath)
+		}
+		b, err := SignBlob(ctx, p, bytes.NewReader(content))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := VerifyBlob(ctx, b, bytes.NewReader(content), VerifyOptions{PublicKey: pub}); err != nil {
+			t.Fatalf("a pending signer's signature does not verify: %v", err)
+		}
+		// a wrong password: the load returns, the decryption error comes from every
+		// method that can return one, and signing fails instead of panicking
+		p, err = LoadSignerInBackground(ctx, keyPath, func() ([]byte, error) { return []byte("wrong"), nil })
+		if err != nil {
+			t.Fatalf("the password is checked in the background, got %v at once", err)
+		}
+		_, err = p.Wait()
+		wantErr(t, err, ErrKeyDecrypt)
+		_, err = p.PublicKeyPEM()
+		wantErr(t, err, ErrKeyDecrypt)
+		_, err = SignBlob(ctx, p, bytes.NewReader(content))
+		wantErr(t, err, ErrKeyDecrypt)
+		if p.PublicKey() != nil || p.KeyID() != "" {
+			t.Error("a key that did not decrypt has a public key")
+		}
+		// what fails before the decryption fails at once
+		_, err = LoadSignerInBackground(ctx, c.path("missing.key"), c.password())
+		wantErr(t, err, ErrKeyRef)
+		_, err = LoadSignerInBackground(ctx, keyPath, func() ([]byte, error) { return nil, errors.New("no terminal") })
+		if err == nil {
+			t.Error("a password that could not be read was not reported at once")
+		}
 	})
 	t.Run("old-cosign-pem-type", func(t *testing.T) {
 		old := strings.ReplaceAll(string(readFile(t, keyPath)), pemTypeSigstoreKey, pemTypeCosignKey)

@@ -194,30 +194,46 @@ func LoadSigner(ctx context.Context, keyRef string, password func() ([]byte, err
 }
 
 func loadKeyFile(path string, password func() ([]byte, error)) (Signer, error) {
+	ciphertext, pw, err := readKeyFile(path, password)
+	if err != nil {
+		return nil, err
+	}
+	return decryptKey(path, ciphertext, pw)
+}
+
+// readKeyFile reads a cosign key file and asks for its password: everything of loading
+// it but the decryption.
+func readKeyFile(path string, password func() ([]byte, error)) (ciphertext, pw []byte, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("signing: %w: %w", ErrKeyRef, err)
+		return nil, nil, fmt.Errorf("signing: %w: %w", ErrKeyRef, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("signing: %w: reading %s: %w", ErrKeyRef, path, err)
+		return nil, nil, fmt.Errorf("signing: %w: reading %s: %w", ErrKeyRef, path, err)
 	}
 	if len(data) > maxKeyFileSize {
-		return nil, fmt.Errorf("signing: %w: %s is larger than %d bytes, not a cosign key", ErrKeyRef, path, maxKeyFileSize)
+		return nil, nil, fmt.Errorf("signing: %w: %s is larger than %d bytes, not a cosign key", ErrKeyRef, path, maxKeyFileSize)
 	}
 	block, _ := pem.Decode(data)
 	if block == nil {
-		return nil, fmt.Errorf("signing: %w: %s holds no PEM block", ErrKeyRef, path)
+		return nil, nil, fmt.Errorf("signing: %w: %s holds no PEM block", ErrKeyRef, path)
 	}
 	if block.Type != pemTypeSigstoreKey && block.Type != pemTypeCosignKey {
-		return nil, fmt.Errorf("signing: %w: %s is a %q PEM block, want a cosign key (%q)", ErrKeyRef, path, block.Type, pemTypeSigstoreKey)
+		return nil, nil, fmt.Errorf("signing: %w: %s is a %q PEM block, want a cosign key (%q)", ErrKeyRef, path, block.Type, pemTypeSigstoreKey)
 	}
-	pw, err := password()
+	pw, err = password()
 	if err != nil {
-		return nil, fmt.Errorf("signing: password for %s: %w", path, err)
+		return nil, nil, fmt.Errorf("signing: password for %s: %w", path, err)
 	}
-	der, err := decryptKeyFile(block.Bytes, pw)
+	return block.Bytes, pw, nil
+}
+
+// decryptKey decrypts the body of a cosign key file with pw (cleared after) into a
+// Signer.
+func decryptKey(path string, ciphertext, pw []byte) (Signer, error) {
+	der, err := decryptKeyFile(ciphertext, pw)
 	clear(pw)
 	// scrypt's table (32 MiB for cosign's N=65536, r=8) is garbage now: return it to
 	// the system, so the command does not hold it (nor a heap goal grown from it) while
@@ -232,4 +248,96 @@ func loadKeyFile(path string, password func() ([]byte, error)) (Signer, error) {
 		return nil, fmt.Errorf("signing: %s: %w: PKCS #8: %w", path, ErrKeyRef, err)
 	}
 	return newLocalSigner(key, path)
+}
+
+// PendingSigner is a Signer whose key file is still being decrypted
+// (LoadSignerInBackground). Every method waits for the decryption. When it failed (a
+// wrong password), PublicKeyPEM and signing return the error, PublicKey returns nil and
+// KeyID "": call Wait or PublicKeyPEM before relying on those two.
+type PendingSigner struct {
+	name string
+	done chan struct{}
+	s    Signer
+	err  error
+}
+
+// LoadSignerInBackground is LoadSigner for a caller that needs the key only after some
+// other work: it reads a key file and asks for its password at once, as LoadSigner
+// does (a wrong path, a file that is no cosign key or a missing password fail here),
+// and decrypts the key on another goroutine (cosign's scrypt KDF, N = 65536, r = 8:
+// about 0.25 s of CPU and 32 MiB), so the caller's work runs beside it. A KMS key is
+// loaded before it returns, as LoadSigner loads it.
+func LoadSignerInBackground(ctx context.Context, keyRef string, password func() ([]byte, error)) (*PendingSigner, error) {
+	p := &PendingSigner{name: keyRef, done: make(chan struct{})}
+	if keyRef == "" || strings.Contains(keyRef, "://") {
+		s, err := LoadSigner(ctx, keyRef, password)
+		if err != nil {
+			return nil, err
+		}
+		p.s = s
+		close(p.done)
+		return p, nil
+	}
+	if password == nil {
+		password = PasswordFromEnv
+	}
+	ciphertext, pw, err := readKeyFile(keyRef, password)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		defer close(p.done)
+		p.s, p.err = decryptKey(keyRef, ciphertext, pw)
+	}()
+	return p, nil
+}
+
+// Wait waits for the key and returns it, or why it could not be decrypted.
+func (p *PendingSigner) Wait() (Signer, error) {
+	<-p.done
+	return p.s, p.err
+}
+
+func (p *PendingSigner) PublicKey() crypto.PublicKey {
+	if s, err := p.Wait(); err == nil {
+		return s.PublicKey()
+	}
+	return nil
+}
+
+func (p *PendingSigner) PublicKeyPEM() ([]byte, error) {
+	s, err := p.Wait()
+	if err != nil {
+		return nil, err
+	}
+	return s.PublicKeyPEM()
+}
+
+func (p *PendingSigner) KeyID() string {
+	if s, err := p.Wait(); err == nil {
+		return s.KeyID()
+	}
+	return ""
+}
+
+func (p *PendingSigner) hash() crypto.Hash {
+	if s, err := p.Wait(); err == nil {
+		return s.hash()
+	}
+	return crypto.SHA256 // signDigest returns the error
+}
+
+func (p *PendingSigner) signDigest(ctx context.Context, digest []byte) ([]byte, error) {
+	s, err := p.Wait()
+	if err != nil {
+		return nil, err
+	}
+	return s.signDigest(ctx, digest)
+}
+
+func (p *PendingSigner) String() string {
+	if s, err := p.Wait(); err == nil {
+		return s.String()
+	}
+	return p.name
 }

@@ -27,6 +27,7 @@ func archiveExportFlags() []cli.Flag {
 		&cli.IntFlag{Name: "parity", Usage: "add `N` Reed-Solomon parity chunks (with --split): any N lost or corrupted chunks are rebuilt at import"},
 		&cli.BoolFlag{Name: "zstd", Usage: "compress the tar stream with zstd"},
 		&cli.BoolFlag{Name: "sync", Usage: "fsync every file written before the rename into place (durable against a crash right after the export)"},
+		&cli.BoolFlag{Name: "verify-files", Usage: "also check every file's SHA-256 against the signed metadata while archiving it (one more hash pass; without it sizes are checked here and digests at import, which refuses a changed file)"},
 		&cli.StringFlag{Name: "audit-segment", Usage: "after the export, append its entry to the audit log and copy the whole log to this `FILE`: the connected side's segment, carried beside the archive and given to import (docs/audit.md)"},
 		outputFlag(),
 	}, signFlags()...)
@@ -60,7 +61,7 @@ func exportArchive(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := archive.ExportOptions{Out: c.String("out"), Parity: c.Int("parity"), Zstd: c.Bool("zstd"), Sync: c.Bool("sync")}
+	opts := archive.ExportOptions{Out: c.String("out"), Parity: c.Int("parity"), Zstd: c.Bool("zstd"), Sync: c.Bool("sync"), VerifyFiles: c.Bool("verify-files")}
 	if s := c.String("split"); s != "" {
 		if opts.SplitSize, err = parseSize(s); err != nil {
 			return cli.Exit("export: --split: "+err.Error(), exitUsage)
@@ -72,7 +73,7 @@ func exportArchive(c *cli.Context) error {
 	if opts.Parity < 0 || (opts.Parity > 0 && opts.SplitSize == 0) {
 		return cli.Exit("export: --parity needs --split and a positive N", exitUsage)
 	}
-	if opts.Signer, err = loadSigner(c); err != nil {
+	if opts.Signer, err = loadSignerInBackground(c); err != nil {
 		return err
 	}
 	if c.String("audit-segment") != "" && auditRecordOf(c) == nil {

@@ -28,6 +28,30 @@ func loadSigner(c *cli.Context) (signing.Signer, error) {
 	return loadSignerRef(c.Context, ref)
 }
 
+// loadSignerInBackground is loadSigner for a command that signs only after its main
+// work (export): the key file is read and its password asked for at once, its
+// decryption runs beside the work (signing.LoadSignerInBackground).
+func loadSignerInBackground(c *cli.Context) (signing.Signer, error) {
+	ref := c.String("key")
+	if ref == "" {
+		return nil, nil
+	}
+	signers.Lock()
+	defer signers.Unlock()
+	if s, ok := signers.byRef[ref]; ok {
+		return s, nil
+	}
+	s, err := signing.LoadSignerInBackground(c.Context, ref, signing.PasswordFromEnv)
+	if err != nil {
+		return nil, err
+	}
+	if signers.byRef == nil {
+		signers.byRef = map[string]signing.Signer{}
+	}
+	signers.byRef[ref] = s
+	return s, nil
+}
+
 // signers holds the keys this process has loaded, by reference: a command that signs
 // with a key and checkpoints its audit entry with the same key (pack's and sign's
 // --key, unpack's --attest-key) decrypts it once.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -84,6 +85,39 @@ func TestExportRefuses(t *testing.T) {
 		wantErr(t, err, layout.ErrFileChanged, layout.IndexFile)
 		if ls := listTree(t, filepath.Dir(out)); len(ls) != 1 {
 			t.Errorf("left behind: %q", ls)
+		}
+	})
+	t.Run("same-size change: VerifyFiles at export, always at import", func(t *testing.T) {
+		dir := newBundle(t, 2, 1000)
+		mb, err := layout.ReadMetadataBytes(dir)
+		must(t, err)
+		m, err := layout.ParseMetadata(mb)
+		must(t, err)
+		var blob string
+		for _, f := range m.Files {
+			if f.Size == 1000 {
+				blob = f.Path
+			}
+		}
+		if blob == "" {
+			t.Fatal("no 1000-byte layer in the metadata")
+		}
+		flipByte(t, filepath.Join(dir, filepath.FromSlash(blob)), 500)
+		out := filepath.Join(t.TempDir(), "x.tar")
+		_, err = Export(ctx, dir, ExportOptions{Out: out, VerifyFiles: true})
+		wantErr(t, err, layout.ErrFileChanged, blob)
+		if ls := listTree(t, filepath.Dir(out)); len(ls) != 1 {
+			t.Errorf("left behind: %q", ls)
+		}
+		// without VerifyFiles the sizes match, so the export goes through, and the
+		// import refuses the file, naming it, and renames nothing into place
+		if _, err := Export(ctx, dir, ExportOptions{Out: out}); err != nil {
+			t.Fatalf("export without VerifyFiles: %v", err)
+		}
+		_, imported, err := importTo(t, out, nil)
+		wantErr(t, err, layout.ErrFileChanged, blob)
+		if _, serr := os.Lstat(imported); !errors.Is(serr, fs.ErrNotExist) {
+			t.Errorf("%s exists after a refused import (%v)", imported, serr)
 		}
 	})
 	t.Run("extra file and symlink", func(t *testing.T) {

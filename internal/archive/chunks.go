@@ -9,19 +9,17 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/petra-oci/petra-oci/internal/ctxio"
 	"github.com/petra-oci/petra-oci/signing"
 )
 
 // chunkWriter cuts what is written through it into data chunk files of size bytes in
-// dir, hashing each.
+// dir (the streamHash beside it hashes each chunk).
 type chunkWriter struct {
 	dir    string
 	size   int64
 	chunks []Chunk
 	sync   bool
 	f      *os.File
-	h      *asyncHash
 	n      int64 // bytes in the current chunk
 	off    int64 // archive bytes before the current chunk
 }
@@ -36,7 +34,6 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 		}
 		k := int(min(int64(len(p)), c.size-c.n))
 		n, err := c.f.Write(p[:k])
-		c.h.Write(p[:n])
 		c.n += int64(n)
 		written += n
 		if err != nil {
@@ -58,7 +55,7 @@ func (c *chunkWriter) open() error {
 	if err != nil {
 		return err
 	}
-	c.f, c.h, c.n = f, newAsyncHash(), 0
+	c.f, c.n = f, 0
 	c.chunks = append(c.chunks, Chunk{Name: name, Role: RoleData, Offset: c.off})
 	return nil
 }
@@ -77,8 +74,7 @@ func (c *chunkWriter) closeChunk() error {
 	if err != nil {
 		return fmt.Errorf("writing chunk %s: %w", c.f.Name(), err)
 	}
-	last := &c.chunks[len(c.chunks)-1]
-	last.Size, last.SHA256 = c.n, c.h.sum()
+	c.chunks[len(c.chunks)-1].Size = c.n
 	c.off += c.n
 	c.f = nil
 	return nil
@@ -104,23 +100,33 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 		}
 	}()
 	cw := &chunkWriter{dir: tmp, size: opts.SplitSize, sync: opts.Sync}
-	archive := &ctxio.HashingWriter{W: cw, H: newAsyncHash()}
+	sh := newStreamHash(opts.SplitSize)
+	archive := &teeWriter{w: cw, h: sh}
 	zw, closeZ, err := compressed(archive, opts.Zstd)
 	if err != nil {
+		sh.finish()
 		return err
 	}
-	tarSide := &ctxio.HashingWriter{W: zw, H: nullHash{}}
-	if err := src.writeTar(ctx, tarSide); err != nil {
+	tarSide := &teeWriter{w: zw}
+	err = src.writeTar(ctx, tarSide)
+	if err == nil {
+		err = closeZ()
+	}
+	if err == nil {
+		err = cw.closeChunk()
+	}
+	sum, sums := sh.finish()
+	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	if err := closeZ(); err != nil {
-		return fmt.Errorf("export: %w", err)
+	if len(sums) != len(cw.chunks) {
+		return fmt.Errorf("export: internal error: %d chunks written, %d hashed", len(cw.chunks), len(sums))
 	}
-	if err := cw.closeChunk(); err != nil {
-		return fmt.Errorf("export: %w", err)
+	for i := range cw.chunks {
+		cw.chunks[i].SHA256 = sums[i]
 	}
 	ix := &Index{MediaType: IndexMediaType, BundleID: res.BundleID, Sequence: res.Sequence, MetadataDigest: res.MetadataDigest,
-		Archive: archiveInfo(archive, tarSide, opts.Zstd), ChunkSize: opts.SplitSize, Chunks: cw.chunks}
+		Archive: archiveInfo(archive.n, sum, tarSide.n, opts.Zstd), ChunkSize: opts.SplitSize, Chunks: cw.chunks}
 	if opts.Parity > 0 {
 		p, chunks, err := writeParity(ctx, tmp, cw.chunks, opts.SplitSize, opts.Parity, opts.Sync, opts.Progress)
 		if err != nil {
@@ -130,6 +136,9 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 	}
 	if err := ix.Validate(); err != nil {
 		return fmt.Errorf("export: %w", err)
+	}
+	if err := src.key.wait(); err != nil {
+		return err
 	}
 	b, err := EncodeIndex(ix)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"hash"
 	"sync"
+	"sync/atomic"
 )
 
 // bufPool recycles the copy buffers of asyncHash (one hash per file and per chunk).
@@ -71,3 +72,102 @@ func (a *asyncHash) Sum(b []byte) []byte {
 func (a *asyncHash) Reset()         {}
 func (a *asyncHash) Size() int      { return sha256.Size }
 func (a *asyncHash) BlockSize() int { return sha256.BlockSize }
+
+// streamHash computes, beside the copy, the SHA-256 of the whole stream written to it
+// and, with a chunk size, of each piece of that size (the last one shorter): the
+// archive digest and the chunk digests of an export. Each block written is copied once
+// and hashed by two goroutines (the stream, the chunks), so both digests use the cores
+// the copy leaves free. Memory: asyncBufs buffers of asyncBufSize.
+type streamHash struct {
+	chunk  int64
+	queues []chan *hashBlock
+	free   chan *hashBlock
+	wg     sync.WaitGroup
+	// set by the goroutines, read after wg.Wait
+	all    string
+	chunks []string
+}
+
+// hashBlock is a copy of what was written, hashed by every queue before it is reused.
+type hashBlock struct {
+	b    []byte
+	refs atomic.Int32
+}
+
+// newStreamHash returns a streamHash cutting chunks of chunk bytes (0: none).
+func newStreamHash(chunk int64) *streamHash {
+	s := &streamHash{chunk: chunk, free: make(chan *hashBlock, asyncBufs)}
+	for range asyncBufs {
+		s.free <- &hashBlock{b: *bufPool.Get().(*[]byte)}
+	}
+	s.queues = append(s.queues, make(chan *hashBlock, asyncBufs))
+	s.wg.Go(func() {
+		h := sha256.New()
+		for blk := range s.queues[0] {
+			h.Write(blk.b)
+			s.release(blk)
+		}
+		s.all = hex.EncodeToString(h.Sum(nil))
+	})
+	if chunk > 0 {
+		s.queues = append(s.queues, make(chan *hashBlock, asyncBufs))
+		s.wg.Go(func() {
+			h := sha256.New()
+			var n int64 // bytes in the current chunk
+			for blk := range s.queues[1] {
+				for p := blk.b; len(p) > 0; {
+					k := min(int64(len(p)), s.chunk-n)
+					h.Write(p[:k])
+					n, p = n+k, p[k:]
+					if n == s.chunk {
+						s.chunks = append(s.chunks, hex.EncodeToString(h.Sum(nil)))
+						h.Reset()
+						n = 0
+					}
+				}
+				s.release(blk)
+			}
+			if n > 0 {
+				s.chunks = append(s.chunks, hex.EncodeToString(h.Sum(nil)))
+			}
+		})
+	}
+	return s
+}
+
+func (s *streamHash) release(blk *hashBlock) {
+	if blk.refs.Add(-1) == 0 {
+		s.free <- blk
+	}
+}
+
+// Write queues a copy of p; it blocks while every buffer is being hashed.
+func (s *streamHash) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		blk := <-s.free
+		k := copy(blk.b[:cap(blk.b)], p)
+		blk.b = blk.b[:k]
+		blk.refs.Store(int32(len(s.queues)))
+		for _, q := range s.queues {
+			q <- blk
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// finish waits for everything written and returns the stream's digest and the chunk
+// digests in order; the streamHash is done after.
+func (s *streamHash) finish() (string, []string) {
+	for _, q := range s.queues {
+		close(q)
+	}
+	s.wg.Wait()
+	for range asyncBufs {
+		blk := <-s.free
+		b := blk.b[:cap(blk.b)]
+		bufPool.Put(&b)
+	}
+	return s.all, s.chunks
+}
