@@ -16,14 +16,16 @@
 # and prints petra-oci / baseline ratios, after a row with the fixed cost of a split
 # export (a 1 MiB bundle: the cosign key's scrypt KDF and the index signature). Every file is read once before the timed runs,
 # so all of them start from a warm page cache, and sync runs before each, so none pays
-# for the write-back of another. Settings: BENCH_TRANSFER_SIZES,
-# BENCH_SPLIT (256M), BENCH_KEEP (0; 1 keeps .bench/transfer).
+# for the write-back of another. The commands take turns for BENCH_REPEAT rounds and each
+# row is the median wall time (and the highest peak RSS). Settings: BENCH_TRANSFER_SIZES,
+# BENCH_SPLIT (256M), BENCH_REPEAT (3), BENCH_KEEP (0; 1 keeps .bench/transfer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SIZES=${BENCH_TRANSFER_SIZES:-256 2048}
 SPLIT=${BENCH_SPLIT:-256M}
 KEEP=${BENCH_KEEP:-0}
+REPEAT=${BENCH_REPEAT:-3}
 TOOLS=$(go env GOPATH)/bin
 COSIGN=$TOOLS/cosign
 PETRA=$ROOT/bin/petra-oci
@@ -64,40 +66,61 @@ mkdir -p "$WORK/fixed"
 read -r fw fr < <(timed export-fixed "$PETRA" export "$WORK/fixed/bundle" -o "$WORK/fixed/chunks" --split "$SPLIT" --key "$WORK/cosign.key")
 rm -rf "$WORK/fixed"
 
+# median of the numbers given
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+maxof() { printf '%s\n' "$@" | sort -g | tail -n 1; }
+
+# run KEY CMD...: one timed run of CMD, appended to the lists W_KEY (wall) and R_KEY (RSS)
+declare -A W R
+run() {
+	local key=$1 w r
+	shift
+	read -r w r < <(timed "$key" "$@")
+	W[$key]="${W[$key]:-} $w"
+	R[$key]="${R[$key]:-} $r"
+}
+
 ROWS=()
 for mb in $SIZES; do
 	d=$WORK/$mb
 	mkdir -p "$d"
 	log "$mb MiB: writing the bundle"
 	"$WORK/mkbundle" -o "$d/bundle" -key "$WORK/cosign.key" -mb "$mb"
-	warm "$d/bundle"
+	W=() R=()
+	# the commands take turns, round after round, so a slow spell of the machine
+	# (page-cache reclaim, the host) falls on all of them alike; each row is a median
+	for round in $(seq "$REPEAT"); do
+		log "$mb MiB: round $round of $REPEAT"
+		warm "$d/bundle"
+		mkdir "$d/split"
+		run tarsplit bash -c "tar -cf - -C '$d/bundle' . | split -b $SPLIT - '$d/split/part-'"
+		rm -rf "$d/chunks"
+		run export "$PETRA" export "$d/bundle" -o "$d/chunks" --split "$SPLIT" --key "$WORK/cosign.key"
+		run exportv "$PETRA" export "$d/bundle" -o "$d/chunksv" --split "$SPLIT" --verify-files --key "$WORK/cosign.key"
+		rm -rf "$d/chunksv"
+		run exportp "$PETRA" export "$d/bundle" -o "$d/chunksp" --split "$SPLIT" --parity 2 --key "$WORK/cosign.key"
+		rm -rf "$d/chunksp"
 
-	mkdir "$d/split"
-	log "$mb MiB: tar | split -b $SPLIT"
-	read -r tw tr < <(timed tarsplit-$mb bash -c "tar -cf - -C '$d/bundle' . | split -b $SPLIT - '$d/split/part-'")
-	log "$mb MiB: petra-oci export --split $SPLIT"
-	read -r ew er < <(timed export-$mb "$PETRA" export "$d/bundle" -o "$d/chunks" --split "$SPLIT" --key "$WORK/cosign.key")
-	log "$mb MiB: petra-oci export --split $SPLIT --verify-files"
-	read -r vw vr < <(timed exportv-$mb "$PETRA" export "$d/bundle" -o "$d/chunksv" --split "$SPLIT" --verify-files --key "$WORK/cosign.key")
-	rm -rf "$d/chunksv"
-	log "$mb MiB: petra-oci export --split $SPLIT --parity 2"
-	read -r pw pr < <(timed exportp-$mb "$PETRA" export "$d/bundle" -o "$d/chunksp" --split "$SPLIT" --parity 2 --key "$WORK/cosign.key")
-	rm -rf "$d/chunksp"
-
-	warm "$d/split" "$d/chunks"
-	mkdir "$d/untar"
-	log "$mb MiB: cat chunks | tar -x"
-	read -r xw xr < <(timed untar-$mb bash -c "cat '$d'/split/part-* | tar -xf - -C '$d/untar'")
-	rm -rf "$d/untar" "$d/split"
-	log "$mb MiB: petra-oci import (with every verification)"
-	read -r iw ir < <(timed import-$mb "$PETRA" import "$d/chunks" -o "$d/imported" --key "$WORK/cosign.pub" --state "$WORK/series-$mb.json")
-	"$PETRA" verify --key "$WORK/cosign.pub" --state "$WORK/series-$mb.json" "$d/imported" >/dev/null || die "the imported bundle does not verify"
-	ROWS+=("$mb|$tw|$tr|$ew|$er|$vw|$vr|$pw|$pr|$xw|$xr|$iw|$ir")
+		warm "$d/split" "$d/chunks"
+		mkdir "$d/untar"
+		run untar bash -c "cat '$d'/split/part-* | tar -xf - -C '$d/untar'"
+		rm -rf "$d/untar" "$d/split"
+		rm -f "$WORK/series.json"
+		run import "$PETRA" import "$d/chunks" -o "$d/imported" --key "$WORK/cosign.pub" --state "$WORK/series.json"
+		"$PETRA" verify --key "$WORK/cosign.pub" --state "$WORK/series.json" "$d/imported" >/dev/null || die "the imported bundle does not verify"
+		rm -rf "$d/imported"
+	done
+	row="$mb"
+	for k in tarsplit export exportv exportp untar import; do
+		# shellcheck disable=SC2086 # the lists are words
+		row="$row|$(median ${W[$k]})|$(maxof ${R[$k]})"
+	done
+	ROWS+=("$row")
 	rm -rf "$d"
 done
 
 echo
-echo "petra-oci transfer bench: bundles of one image with 64 MiB random layers, split $SPLIT, $(nproc) cores, warm page cache"
+echo "petra-oci transfer bench: bundles of one image with 64 MiB random layers, split $SPLIT, $(nproc) cores, warm page cache; median wall of $REPEAT rounds, highest RSS"
 printf '%-8s %-38s %8s %13s %s\n' MiB command "wall s" "peak RSS MiB" "ratio to baseline"
 printf '%-8s %-38s %8s %13s %s\n' 1 "petra-oci export --split (fixed)" "$fw" "$(awk -v k="$fr" 'BEGIN {printf "%.1f", k / 1024}')" "startup, key KDF (beside the write in larger rows), index signature"
 for row in "${ROWS[@]}"; do

@@ -128,7 +128,7 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 	ix := &Index{MediaType: IndexMediaType, BundleID: res.BundleID, Sequence: res.Sequence, MetadataDigest: res.MetadataDigest,
 		Archive: archiveInfo(archive.n, sum, tarSide.n, opts.Zstd), ChunkSize: opts.SplitSize, Chunks: cw.chunks}
 	if opts.Parity > 0 {
-		p, chunks, err := writeParity(ctx, tmp, cw.chunks, opts.SplitSize, opts.Parity, opts.Sync, opts.Progress)
+		p, chunks, err := writeParity(ctx, tmp, cw.chunks, opts.Parity, opts.Sync, opts.Progress)
 		if err != nil {
 			return fmt.Errorf("export: parity: %w", err)
 		}

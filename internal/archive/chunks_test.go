@@ -99,6 +99,50 @@ func TestParityRebuildsAnyTwo(t *testing.T) {
 	}
 }
 
+// An archive smaller than the split size gets parity chunks of its own size (rounded up
+// to 64 bytes), not of the split size, and they still rebuild it; an index with the
+// split size there (what earlier exports wrote) still validates, any other does not.
+func TestParityOfOneChunk(t *testing.T) {
+	dir := newBundle(t, 11, 30<<10, 100)
+	ex := export(t, dir, filepath.Join(t.TempDir(), "c"), 1<<20, 2, false)
+	data, parity := ex.Index.data(), ex.Index.parity()
+	if len(data) != 1 || len(parity) != 2 {
+		t.Fatalf("test bug: %d data and %d parity chunks", len(data), len(parity))
+	}
+	want := roundUp(data[0].Size, shardAlign)
+	for _, c := range parity {
+		if c.Size != want || fileSize(filepath.Join(ex.Out, c.Name)) != want {
+			t.Errorf("%s: %d bytes, want %d (the data chunk's %d rounded up to %d)", c.Name, c.Size, want, data[0].Size, shardAlign)
+		}
+	}
+	c := copyDir(t, ex.Out)
+	damage(t, c, data[0].Name, "deleted")
+	damage(t, c, parity[0].Name, "flipped")
+	if _, out, err := importTo(t, c, nil); err != nil {
+		t.Fatalf("import: %v", err)
+	} else if !slices.Equal(listTree(t, out), listTree(t, dir)) {
+		t.Error("imported tree differs")
+	}
+	for _, tc := range []struct {
+		shard int64
+		ok    bool
+	}{{want, true}, {roundUp(ex.Index.ChunkSize, shardAlign), true}, {want + shardAlign, false}, {want - shardAlign, false}} {
+		ix := *ex.Index
+		p := *ix.Parity
+		p.ShardSize = tc.shard
+		ix.Parity = &p
+		ix.Chunks = slices.Clone(ix.Chunks)
+		for i := range ix.Chunks {
+			if ix.Chunks[i].Role == RoleParity {
+				ix.Chunks[i].Size = tc.shard
+			}
+		}
+		if err := ix.Validate(); (err == nil) != tc.ok {
+			t.Errorf("shard size %d: Validate = %v, want ok=%v", tc.shard, err, tc.ok)
+		}
+	}
+}
+
 // TestBadChunksRefused: beyond what parity rebuilds, a flipped byte, a missing,
 // reordered, foreign or stale chunk is refused before anything is extracted, naming it.
 func TestBadChunksRefused(t *testing.T) {

@@ -224,9 +224,12 @@ func (ix *Index) Validate() error {
 	if p == nil {
 		return bad("%d parity chunks without a parity description", np)
 	}
-	shard := roundUp(ix.ChunkSize, shardAlign)
+	// shards are the largest data chunk (the first) rounded up to 64 bytes; earlier
+	// exports padded a single data chunk to chunkSize, which is accepted too
+	shard := p.ShardSize
 	if p.Scheme != ParityScheme || p.Field != fieldFor(nd+np) || p.DataChunks != nd || p.ParityChunks != np ||
-		p.ShardSize != shard || p.StripeSize <= 0 || p.StripeSize%shardAlign != 0 || p.StripeSize > maxStripe {
+		(shard != roundUp(ix.Chunks[0].Size, shardAlign) && shard != roundUp(ix.ChunkSize, shardAlign)) ||
+		p.StripeSize <= 0 || p.StripeSize%shardAlign != 0 || p.StripeSize > maxStripe {
 		return bad("parity %+v does not fit %d data and %d parity chunks of %d bytes", *p, nd, np, ix.ChunkSize)
 	}
 	for _, c := range ix.Chunks[nd:] {

@@ -55,12 +55,14 @@ func readPadded(f *os.File, buf []byte, off, size int64) error {
 
 // writeParity computes p parity chunks over the data chunks in dir, stripe by stripe,
 // and writes them beside the data.
-func writeParity(ctx context.Context, dir string, data []Chunk, chunkSize int64, p int, sync bool, progress func(Event)) (*Parity, []Chunk, error) {
+func writeParity(ctx context.Context, dir string, data []Chunk, p int, sync bool, progress func(Event)) (*Parity, []Chunk, error) {
 	d := len(data)
 	if d+p > maxChunks {
 		return nil, nil, fmt.Errorf("%d data and %d parity chunks: at most %d in all", d, p, maxChunks)
 	}
-	shard := roundUp(chunkSize, shardAlign)
+	// the first data chunk is the largest (all but the last are the split size): an
+	// archive smaller than the split size gets parity chunks of its own size
+	shard := roundUp(data[0].Size, shardAlign)
 	stripe := stripeFor(d+p, shard)
 	enc, err := newCoder(d, p)
 	if err != nil {
