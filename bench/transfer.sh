@@ -18,14 +18,14 @@
 # so all of them start from a warm page cache, and sync runs before each, so none pays
 # for the write-back of another. The commands take turns for BENCH_REPEAT rounds and each
 # row is the median wall time (and the highest peak RSS). Settings: BENCH_TRANSFER_SIZES,
-# BENCH_SPLIT (256M), BENCH_REPEAT (3), BENCH_KEEP (0; 1 keeps .bench/transfer).
+# BENCH_SPLIT (256M), BENCH_REPEAT (5), BENCH_KEEP (0; 1 keeps .bench/transfer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SIZES=${BENCH_TRANSFER_SIZES:-256 2048}
 SPLIT=${BENCH_SPLIT:-256M}
 KEEP=${BENCH_KEEP:-0}
-REPEAT=${BENCH_REPEAT:-3}
+REPEAT=${BENCH_REPEAT:-5}
 TOOLS=$(go env GOPATH)/bin
 COSIGN=$TOOLS/cosign
 PETRA=$ROOT/bin/petra-oci
