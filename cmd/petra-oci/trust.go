@@ -36,20 +36,9 @@ func loadSignerInBackground(c *cli.Context) (signing.Signer, error) {
 	if ref == "" {
 		return nil, nil
 	}
-	signers.Lock()
-	defer signers.Unlock()
-	if s, ok := signers.byRef[ref]; ok {
-		return s, nil
-	}
-	s, err := signing.LoadSignerInBackground(c.Context, ref, signing.PasswordFromEnv)
-	if err != nil {
-		return nil, err
-	}
-	if signers.byRef == nil {
-		signers.byRef = map[string]signing.Signer{}
-	}
-	signers.byRef[ref] = s
-	return s, nil
+	return cachedSigner(ref, func() (signing.Signer, error) {
+		return signing.LoadSignerInBackground(c.Context, ref, signing.PasswordFromEnv)
+	})
 }
 
 // signers holds the keys this process has loaded, by reference: a command that signs
@@ -64,12 +53,19 @@ var signers struct {
 // $COSIGN_PASSWORD) once per process: a cosign key file's scrypt KDF is paid once, and
 // the audit checkpoint signs with the same key.
 func loadSignerRef(ctx context.Context, ref string) (signing.Signer, error) {
+	return cachedSigner(ref, func() (signing.Signer, error) {
+		return signing.LoadSigner(ctx, ref, signing.PasswordFromEnv)
+	})
+}
+
+// cachedSigner returns the key loaded for ref before, or loads it and keeps it.
+func cachedSigner(ref string, load func() (signing.Signer, error)) (signing.Signer, error) {
 	signers.Lock()
 	defer signers.Unlock()
 	if s, ok := signers.byRef[ref]; ok {
 		return s, nil
 	}
-	s, err := signing.LoadSigner(ctx, ref, signing.PasswordFromEnv)
+	s, err := load()
 	if err != nil {
 		return nil, err
 	}
