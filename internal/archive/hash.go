@@ -100,21 +100,23 @@ func newStreamHash(chunk int64) *streamHash {
 	for range asyncBufs {
 		s.free <- &hashBlock{b: *bufPool.Get().(*[]byte)}
 	}
-	s.queues = append(s.queues, make(chan *hashBlock, asyncBufs))
+	all := make(chan *hashBlock, asyncBufs)
+	s.queues = append(s.queues, all)
 	s.wg.Go(func() {
 		h := sha256.New()
-		for blk := range s.queues[0] {
+		for blk := range all {
 			h.Write(blk.b)
 			s.release(blk)
 		}
 		s.all = hex.EncodeToString(h.Sum(nil))
 	})
 	if chunk > 0 {
-		s.queues = append(s.queues, make(chan *hashBlock, asyncBufs))
+		chunks := make(chan *hashBlock, asyncBufs)
+		s.queues = append(s.queues, chunks)
 		s.wg.Go(func() {
 			h := sha256.New()
 			var n int64 // bytes in the current chunk
-			for blk := range s.queues[1] {
+			for blk := range chunks {
 				for p := blk.b; len(p) > 0; {
 					k := min(int64(len(p)), s.chunk-n)
 					h.Write(p[:k])
