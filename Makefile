@@ -18,6 +18,8 @@ tools:
 test: tools
 	go vet ./...
 	go test -timeout $(TEST_TIMEOUT) ./...
+	# the data path's goroutines (export digests, hashing while writing) under the race detector
+	go test -race -timeout $(TEST_TIMEOUT) ./internal/archive/ ./layout/
 	# signing and verification again inside Go's FIPS 140-3 module (docs/fips.md)
 	GODEBUG=fips140=only go test -timeout $(TEST_TIMEOUT) ./signing/ ./layout/
 	@echo "make test: all tests passed"
