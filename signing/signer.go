@@ -184,13 +184,19 @@ func LoadSigner(ctx context.Context, keyRef string, password func() ([]byte, err
 	if keyRef == "" {
 		return nil, fmt.Errorf("signing: %w: empty key reference", ErrKeyRef)
 	}
-	if scheme, _, ok := strings.Cut(keyRef, "://"); ok && !strings.ContainsAny(scheme, `/\`) {
+	if scheme, ok := kmsScheme(keyRef); ok {
 		return loadKMSSigner(ctx, keyRef, scheme)
 	}
 	if password == nil {
 		password = PasswordFromEnv
 	}
 	return loadKeyFile(keyRef, password)
+}
+
+// kmsScheme returns the scheme of a KMS reference (SCHEME://...); a path is none.
+func kmsScheme(keyRef string) (string, bool) {
+	scheme, _, ok := strings.Cut(keyRef, "://")
+	return scheme, ok && !strings.ContainsAny(scheme, `/\`)
 }
 
 func loadKeyFile(path string, password func() ([]byte, error)) (Signer, error) {
@@ -269,7 +275,7 @@ type PendingSigner struct {
 // loaded before it returns, as LoadSigner loads it.
 func LoadSignerInBackground(ctx context.Context, keyRef string, password func() ([]byte, error)) (*PendingSigner, error) {
 	p := &PendingSigner{name: keyRef, done: make(chan struct{})}
-	if keyRef == "" || strings.Contains(keyRef, "://") {
+	if _, kms := kmsScheme(keyRef); keyRef == "" || kms {
 		s, err := LoadSigner(ctx, keyRef, password)
 		if err != nil {
 			return nil, err

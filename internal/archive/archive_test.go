@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,9 +133,16 @@ func TestExportRefuses(t *testing.T) {
 	})
 	t.Run("other key signs the index", func(t *testing.T) {
 		dir := newBundle(t, 2, 1000)
-		_, err := Export(ctx, dir, ExportOptions{Out: filepath.Join(t.TempDir(), "c"), SplitSize: 4096, Signer: otherKey})
+		out := filepath.Join(t.TempDir(), "c")
+		_, err := Export(ctx, dir, ExportOptions{Out: out, SplitSize: 4096, Signer: otherKey})
 		if err == nil {
 			t.Fatal("a chunk index signed with a key other than the bundle's was written")
+		}
+		if !strings.Contains(err.Error(), "does not verify "+layout.SignaturePath) {
+			t.Errorf("err = %v, want the key check's error", err)
+		}
+		if ls := listTree(t, filepath.Dir(out)); len(ls) != 1 {
+			t.Errorf("left behind: %q", ls)
 		}
 	})
 	t.Run("existing chunk directory", func(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 )
 
 // chunkWriter cuts what is written through it into data chunk files of size bytes in
-// dir (the streamHash beside it hashes each chunk).
+// dir (writeArchive's streamHash hashes each chunk).
 type chunkWriter struct {
 	dir    string
 	size   int64
@@ -100,22 +100,10 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 		}
 	}()
 	cw := &chunkWriter{dir: tmp, size: opts.SplitSize, sync: opts.Sync}
-	sh := newStreamHash(opts.SplitSize)
-	archive := &teeWriter{w: cw, h: sh}
-	zw, closeZ, err := compressed(archive, opts.Zstd)
-	if err != nil {
-		sh.finish()
-		return err
-	}
-	tarSide := &teeWriter{w: zw}
-	err = src.writeTar(ctx, tarSide)
-	if err == nil {
-		err = closeZ()
-	}
+	info, sums, err := src.writeArchive(ctx, cw, opts.SplitSize, opts.Zstd)
 	if err == nil {
 		err = cw.closeChunk()
 	}
-	sum, sums := sh.finish()
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -126,7 +114,7 @@ func exportChunks(ctx context.Context, src *exportSource, opts ExportOptions, re
 		cw.chunks[i].SHA256 = sums[i]
 	}
 	ix := &Index{MediaType: IndexMediaType, BundleID: res.BundleID, Sequence: res.Sequence, MetadataDigest: res.MetadataDigest,
-		Archive: archiveInfo(archive.n, sum, tarSide.n, opts.Zstd), ChunkSize: opts.SplitSize, Chunks: cw.chunks}
+		Archive: info, ChunkSize: opts.SplitSize, Chunks: cw.chunks}
 	if opts.Parity > 0 {
 		p, chunks, err := writeParity(ctx, tmp, cw.chunks, opts.Parity, opts.Sync, opts.Progress)
 		if err != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/petra-oci/petra-oci/internal/registrytest"
+	"github.com/petra-oci/petra-oci/layout"
+	"github.com/petra-oci/petra-oci/signing"
 )
 
 // TestCosignVerifiesChunkIndex: the signature beside the chunk index is a standard
@@ -59,5 +61,28 @@ func TestCosignVerifiesChunkIndex(t *testing.T) {
 				t.Fatalf("%s verify-blob accepted the chunk index with a flipped byte:\n%s", name, out)
 			}
 		})
+	}
+}
+
+// A key still being decrypted when the archive is written (signing.PendingSigner, the
+// CLI's way): a cosign key file other than the bundle's is found out only after the
+// small export below is written, and still nothing is signed or left at Out.
+func TestExportWaitsForPendingKeyCheck(t *testing.T) {
+	dir := newBundle(t, 22, 3000)
+	home := t.TempDir()
+	cmd := exec.Command(registrytest.ToolPath(t, "cosign"), "generate-key-pair", "--output-key-prefix", filepath.Join(home, "other"))
+	cmd.Env = append(os.Environ(), "HOME="+home, "COSIGN_PASSWORD=pw")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
+	}
+	pending, err := signing.LoadSignerInBackground(context.Background(), filepath.Join(home, "other.key"), func() ([]byte, error) { return []byte("pw"), nil })
+	must(t, err)
+	out := filepath.Join(t.TempDir(), "c")
+	_, err = Export(context.Background(), dir, ExportOptions{Out: out, SplitSize: 4096, Signer: pending})
+	if err == nil || !strings.Contains(err.Error(), "does not verify "+layout.SignaturePath) {
+		t.Fatalf("err = %v, want the key check's error", err)
+	}
+	if ls := listTree(t, filepath.Dir(out)); len(ls) != 1 {
+		t.Errorf("left behind: %q", ls)
 	}
 }

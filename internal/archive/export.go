@@ -393,25 +393,29 @@ func (s *exportSource) copyFile(ctx context.Context, tw *tar.Writer, e entry, bu
 	if err := tw.WriteHeader(header(e, s.mtime)); err != nil {
 		return fmt.Errorf("tar header of %s: %w", e.name, err)
 	}
-	var w io.Writer = tw
-	var h *asyncHash
-	if s.verify {
-		h = newAsyncHash()
-		w = io.MultiWriter(tw, h)
+	if !s.verify {
+		n, err := io.CopyBuffer(tw, ctxio.Reader(ctx, io.LimitReader(f, e.size)), buf)
+		return copied(e, n, err)
 	}
-	n, err := io.CopyBuffer(w, ctxio.Reader(ctx, io.LimitReader(f, e.size)), buf)
-	sum := ""
-	if h != nil {
-		sum = h.sum()
+	h := newAsyncHash()
+	n, err := io.CopyBuffer(io.MultiWriter(tw, h), ctxio.Reader(ctx, io.LimitReader(f, e.size)), buf)
+	sum := h.sum()
+	if err := copied(e, n, err); err != nil {
+		return err
 	}
+	if sum != e.sum {
+		return &layout.FileError{Path: e.name, Kind: layout.ErrFileChanged, Detail: "sha256 " + sum + ", the metadata says " + e.sum}
+	}
+	return nil
+}
+
+// copied checks the outcome of copying the n bytes of e.
+func copied(e entry, n int64, err error) error {
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", e.name, err)
 	}
 	if n != e.size {
 		return &layout.FileError{Path: e.name, Kind: layout.ErrFileChanged, Detail: fmt.Sprintf("%d bytes read, the metadata says %d", n, e.size)}
-	}
-	if got := sum; h != nil && got != e.sum {
-		return &layout.FileError{Path: e.name, Kind: layout.ErrFileChanged, Detail: "sha256 " + got + ", the metadata says " + e.sum}
 	}
 	return nil
 }
@@ -445,19 +449,7 @@ func exportFile(ctx context.Context, src *exportSource, opts ExportOptions, res 
 		}
 	}()
 	bw := bufio.NewWriterSize(f, copyBufSize)
-	sh := newStreamHash(0)
-	archive := &teeWriter{w: bw, h: sh}
-	zw, closeZ, err := compressed(archive, opts.Zstd)
-	if err != nil {
-		sh.finish()
-		return err
-	}
-	tarSide := &teeWriter{w: zw}
-	err = src.writeTar(ctx, tarSide)
-	if err == nil {
-		err = closeZ()
-	}
-	sum, _ := sh.finish()
+	info, _, err := src.writeArchive(ctx, bw, 0, opts.Zstd)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -482,17 +474,33 @@ func exportFile(ctx context.Context, src *exportSource, opts ExportOptions, res 
 		return fmt.Errorf("export: %w", err)
 	}
 	res.Out = out
-	res.Archive = archiveInfo(archive.n, sum, tarSide.n, opts.Zstd)
-	emit(opts.Progress, Event{Phase: "done", Done: archive.n, Total: archive.n, Message: "wrote " + out})
+	res.Archive = info
+	emit(opts.Progress, Event{Phase: "done", Done: info.Size, Total: info.Size, Message: "wrote " + out})
 	return nil
 }
 
-func archiveInfo(size int64, sum string, tarSize int64, z bool) ArchiveInfo {
-	a := ArchiveInfo{Size: size, SHA256: sum, Compression: CompressionNone, TarSize: tarSize}
+// writeArchive writes the archive to sink: the tar stream, through zstd with z, hashed
+// as a whole and, with chunk > 0, in pieces of chunk bytes (the chunk digests, in
+// order). It returns what the index and the result say of the archive.
+func (s *exportSource) writeArchive(ctx context.Context, sink io.Writer, chunk int64, z bool) (ArchiveInfo, []string, error) {
+	sh := newStreamHash(chunk)
+	archive := &teeWriter{w: sink, h: sh}
+	zw, closeZ, err := compressed(archive, z)
+	if err != nil {
+		sh.finish()
+		return ArchiveInfo{}, nil, err
+	}
+	tarSide := &teeWriter{w: zw}
+	err = s.writeTar(ctx, tarSide)
+	if err == nil {
+		err = closeZ()
+	}
+	sum, sums := sh.finish()
+	a := ArchiveInfo{Size: archive.n, SHA256: sum, Compression: CompressionNone, TarSize: tarSide.n}
 	if z {
 		a.Compression = CompressionZstd
 	}
-	return a
+	return a, sums, err
 }
 
 // teeWriter writes to w, counts what w took and, with h, hashes it.
